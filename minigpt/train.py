@@ -1,0 +1,250 @@
+"""The training loop: forward, loss, backward, update, over and over, with the usual care around it.
+
+Around the four steps sit the pieces every real run needs: AdamW with weight decay only on the
+matrices, a learning rate that warms up linearly then decays along a cosine, gradient clipping,
+periodic `estimate_loss` on train and val, a progress bar, a history of losses, checkpoints (latest
+and best), resume from a checkpoint to the exact same numbers, and Ctrl-C that saves before stopping.
+
+Two places decide things for the whole run, so that a multi-process version can change them alone:
+`resolve_device` picks the device, and `is_main_process` says who writes checkpoints and logs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from minigpt.checkpoint import CheckpointError, load_model_state, read_checkpoint, save_checkpoint
+from minigpt.config import TrainConfig
+from minigpt.data import check_length, get_batch
+from minigpt.evaluate import estimate_loss
+from minigpt.model import GPT
+from minigpt.tokenizers import Tokenizer
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' picks CUDA if present, then Apple's MPS, then the CPU; other names are taken as given."""
+    if name != "auto":
+        device = torch.device(name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device={name!r} was asked for but CUDA is not available here; "
+                             f"use 'auto' or 'cpu'")
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise ValueError(f"device={name!r} was asked for but MPS is not available here; "
+                             f"use 'auto' or 'cpu'")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def is_main_process() -> bool:
+    """True in a single-process run; with torch.distributed, only rank 0 writes files and logs."""
+    dist = torch.distributed
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def learning_rate(step: int, max_lr: float, min_lr: float, warmup_iters: int, max_iters: int) -> float:
+    """Linear warm-up to max_lr over warmup_iters steps, then a cosine down to min_lr at max_iters.
+
+    Warm-up: step s < warmup_iters gets max_lr * (s + 1) / warmup_iters, so step 0 already moves.
+    Past max_iters the rate stays at min_lr.
+    """
+    if step < warmup_iters:
+        return max_lr * (step + 1) / warmup_iters
+    if step >= max_iters:
+        return min_lr
+    progress = (step - warmup_iters) / max(1, max_iters - warmup_iters)  # 0 -> 1
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (max_lr - min_lr)
+
+
+def configure_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW that decays only the weight matrices: biases, norms and embeddings keep their size."""
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    decay, no_decay = [], []
+    for param in model.parameters():  # a tied weight appears once
+        if not param.requires_grad:
+            continue
+        is_matrix = param.dim() >= 2 and id(param) not in embeddings
+        (decay if is_matrix else no_decay).append(param)
+    groups = [{"params": decay, "weight_decay": config.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    fused = device.type in ("cuda", "cpu")  # one kernel for all parameters instead of a loop
+    return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(config.beta1, config.beta2),
+                             fused=fused)
+
+
+@dataclass
+class TrainResult:
+    """What a run leaves behind: the evaluations, the loss of every step, where it stopped."""
+
+    history: list[dict[str, float]] = field(default_factory=list)  # {'step', 'train', 'val', 'lr'}
+    train_losses: list[float] = field(default_factory=list)        # one per optimizer step
+    step: int = 0
+    interrupted: bool = False
+    checkpoint: Path | None = None
+    best_checkpoint: Path | None = None
+
+
+class _StopFlag:
+    requested = False
+
+
+@contextlib.contextmanager
+def _stop_on_ctrl_c() -> Iterator[_StopFlag]:
+    """Turn the first Ctrl-C into a request to stop after the current step (a second one aborts)."""
+    flag = _StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag.requested:
+            raise KeyboardInterrupt
+        flag.requested = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class Trainer:
+    """One training run of `model` on token ids; `run()` trains to `config.max_iters`."""
+
+    def __init__(self, model: GPT, tokenizer: Tokenizer, train_data: torch.Tensor,
+                 val_data: torch.Tensor, config: TrainConfig, out_dir: str | Path | None = None,
+                 progress: bool = True, extra_state: dict[str, Any] | None = None):
+        context_length = model.config.context_length
+        check_length(train_data, context_length, "the training split")
+        check_length(val_data, context_length, "the validation split")
+        self.model, self.tokenizer, self.config = model, tokenizer, config
+        self.splits = {"train": train_data, "val": val_data}
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.progress = progress
+        self.extra_state = extra_state or {}  # stored with checkpoints (e.g. the data source)
+        self.device = resolve_device(config.device)
+        torch.manual_seed(config.seed)  # dropout's random numbers
+        self.model.to(self.device).train()
+        self.optimizer = configure_optimizer(model, config, self.device)
+        self.batch_generator = torch.Generator().manual_seed(config.seed)
+        self.result = TrainResult()
+
+    # -- resume ---------------------------------------------------------------------------------
+
+    def resume(self, path: str | Path) -> None:
+        """Continue from a checkpoint: weights, optimizer, step, random-number state, history."""
+        payload = read_checkpoint(path)
+        if payload["config"] != self.model.config.to_dict():
+            raise CheckpointError(f"resume: {str(path)!r} was trained with {payload['config']}, "
+                                  f"which differs from this model's {self.model.config.to_dict()}")
+        state = payload.get("train_state") or {}
+        if payload.get("optimizer") is None or "step" not in state:
+            raise CheckpointError(f"resume: {str(path)!r} has no optimizer or training state "
+                                  f"(it was saved for sampling only)")
+        load_model_state(self.model, payload["model"], source=str(path))
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.batch_generator.set_state(state["batch_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        self.result.step = state["step"]
+        self.result.history = list(state["history"])
+        self.result.train_losses = list(state["train_losses"])
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        cfg, result = self.config, self.result
+        bar = tqdm(total=cfg.max_iters, initial=result.step, disable=not (self.progress and
+                   is_main_process()), desc="training", unit="step", dynamic_ncols=True)
+        with _stop_on_ctrl_c() as stop, bar:
+            while result.step < cfg.max_iters and not stop.requested:
+                if result.step % cfg.eval_interval == 0:
+                    self._evaluate_and_save(bar)
+                self._train_step()
+                result.step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{result.train_losses[-1]:.4f}",
+                                lr=f"{self._lr(result.step - 1):.2e}")
+                if cfg.checkpoint_interval and result.step % cfg.checkpoint_interval == 0:
+                    self._save("ckpt.pt")
+            result.interrupted = stop.requested
+            self._evaluate_and_save(bar)
+        return result
+
+    def _lr(self, step: int) -> float:
+        cfg = self.config
+        return learning_rate(step, cfg.learning_rate, cfg.min_lr, cfg.warmup_iters, cfg.max_iters)
+
+    def _train_step(self) -> None:
+        """The four steps: forward, loss, backward (on fresh gradients), update."""
+        cfg = self.config
+        for group in self.optimizer.param_groups:
+            group["lr"] = self._lr(self.result.step)
+        x, y = get_batch(self.splits["train"], cfg.batch_size, self.model.config.context_length,
+                         generator=self.batch_generator, device=self.device)
+        _, loss = self.model(x, y)
+        self.optimizer.zero_grad(set_to_none=True)  # gradients add up unless cleared
+        loss.backward()
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.result.train_losses.append(loss.item())
+
+    def _evaluate_and_save(self, bar: tqdm) -> None:
+        result = self.result
+        if result.history and result.history[-1]["step"] == result.step:
+            return  # already evaluated here (a resumed run starts where the last one saved)
+        eval_generator = torch.Generator().manual_seed(self.config.seed + 1)  # same batches each time
+        losses = estimate_loss(self.model, self.splits, self.config.eval_iters,
+                               self.config.batch_size, self.model.config.context_length,
+                               generator=eval_generator, device=self.device)
+        entry = {"step": result.step, "train": losses["train"], "val": losses["val"],
+                 "lr": self._lr(result.step)}
+        is_best = all(entry["val"] < h["val"] for h in result.history)
+        result.history.append(entry)
+        if is_main_process():
+            bar.write(f"step {result.step:>6}: train loss {entry['train']:.4f}, "
+                      f"val loss {entry['val']:.4f}")
+        if result.step > 0:
+            self._save("ckpt.pt")
+            if is_best:
+                result.best_checkpoint = self._save("best.pt")
+
+    def _save(self, name: str) -> Path | None:
+        if self.out_dir is None or not is_main_process():
+            return None
+        state = {
+            "step": self.result.step,
+            "history": self.result.history,
+            "train_losses": self.result.train_losses,
+            "batch_rng": self.batch_generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "train_config": self.config.to_dict(),
+            **self.extra_state,
+        }
+        path = save_checkpoint(self.out_dir / name, self.model, self.tokenizer, self.optimizer, state)
+        if name == "ckpt.pt":
+            self.result.checkpoint = path
+        return path
+
+
+def train(model: GPT, tokenizer: Tokenizer, train_data: torch.Tensor, val_data: torch.Tensor,
+          config: TrainConfig, out_dir: str | Path | None = None, resume: str | Path | None = None,
+          progress: bool = True) -> TrainResult:
+    """Train `model` on the ids in `train_data`, checking `val_data`; see `Trainer` for the details."""
+    trainer = Trainer(model, tokenizer, train_data, val_data, config, out_dir, progress)
+    if resume is not None:
+        trainer.resume(resume)
+    return trainer.run()
