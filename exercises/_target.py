@@ -1,0 +1,74 @@
+"""Load exercise modules (``exNN_<topic>.py``) from one chosen folder.
+
+The grader can run against three folders: the learner's ``exercises/`` (the
+default), the reference ``solutions/`` (``--solutions``) or any other folder
+(``--target DIR``). Exercise files import each other by their plain names
+(``ex04_model.py`` does ``from ex03_attention import MultiHeadAttention``), so
+a plain ``sys.path`` entry is not enough: pytest also puts ``exercises/`` on
+``sys.path`` to import the graders, and the stubs there would win. A small
+import hook therefore answers every ``exNN_*`` import from the chosen folder
+and nowhere else, and any ``exNN_*`` module already imported from another
+folder is dropped first, so two targets can never be mixed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.util
+import re
+import sys
+from pathlib import Path
+from types import ModuleType
+
+EXERCISE_NAME = re.compile(r"^ex\d\d_\w+$")
+
+
+class _TargetFinder(importlib.abc.MetaPathFinder):
+    """Resolve ``exNN_<topic>`` imports to files in one folder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def find_spec(self, fullname, path=None, target=None):
+        if not EXERCISE_NAME.match(fullname):
+            return None
+        file = self.folder / f"{fullname}.py"
+        if not file.is_file():
+            return None
+        return importlib.util.spec_from_file_location(fullname, file)
+
+
+_current: _TargetFinder | None = None
+
+
+def use_target(folder: str | Path) -> Path:
+    """Make ``folder`` the only place ``exNN_*`` modules are imported from."""
+    global _current
+    folder = Path(folder).resolve()
+    if _current is not None and _current.folder == folder:
+        return folder
+    if _current is not None:
+        sys.meta_path.remove(_current)
+    for name in [n for n in sys.modules if EXERCISE_NAME.match(n)]:
+        del sys.modules[name]
+    _current = _TargetFinder(folder)
+    sys.meta_path.insert(0, _current)
+    return folder
+
+
+def target_folder() -> Path:
+    if _current is None:
+        raise RuntimeError("use_target(folder) has not been called")
+    return _current.folder
+
+
+def load(name: str) -> ModuleType:
+    """Import exercise module ``name`` (e.g. ``"ex02_batching"``) from the target."""
+    file = target_folder() / f"{name}.py"
+    if not file.is_file():
+        raise FileNotFoundError(f"{file} does not exist")
+    module = importlib.import_module(name)
+    if Path(module.__file__).resolve() != file.resolve():  # pragma: no cover - safety net
+        raise ImportError(f"{name} was imported from {module.__file__}, expected {file}")
+    return module

@@ -1,0 +1,102 @@
+"""Chapter 5 exercises: the loss, one training step, the learning-rate schedule, evaluation.
+
+``estimate_loss`` draws its batches with your ``get_batch`` from chapter 2
+(``ex02_batching.py`` in the same folder).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from ex02_batching import get_batch
+
+
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy written by hand, numerically stable.
+
+    For each row: ``loss_i = logsumexp(logits_i) - logits_i[targets_i]``.
+    Compute logsumexp stably: subtract the row's maximum before ``exp`` and
+    add it back after ``log``, so logits in the thousands do not overflow.
+    Do not call ``F.cross_entropy``, ``F.log_softmax`` or ``torch.logsumexp``.
+
+    Args:
+        logits: (N, V) float tensor of unnormalised scores.
+        targets: (N,) long tensor of class ids in [0, V).
+
+    Returns:
+        Scalar (0-dim) tensor: the mean of the N losses, differentiable.
+    """
+    # Your code here.
+    raise NotImplementedError
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer,
+               x: torch.Tensor, y: torch.Tensor) -> float:
+    """One optimisation step on the batch ``(x, y)``.
+
+    Clear the old gradients, run ``model(x, y)`` (which returns
+    ``(logits, loss)``), backpropagate the loss, let the optimizer update the
+    parameters.
+
+    Args:
+        model: a module whose forward is ``(idx, targets) -> (logits, loss)``.
+        optimizer: an optimizer over the model's parameters.
+        x: (B, T) long tensor of inputs.
+        y: (B, T) long tensor of targets.
+
+    Returns:
+        The loss of this batch before the update, as a Python float.
+    """
+    # Your code here.
+    raise NotImplementedError
+
+
+def learning_rate(step: int, max_lr: float, min_lr: float, warmup_iters: int, max_iters: int) -> float:
+    """Linear warm-up, then cosine decay, then a floor.
+
+    - ``step < warmup_iters``: ``max_lr * (step + 1) / warmup_iters``
+      (so step 0 already gets a small non-zero rate and step ``warmup_iters - 1`` gets ``max_lr``);
+    - ``warmup_iters <= step <= max_iters``: with ``ratio = (step - warmup_iters) / (max_iters - warmup_iters)``,
+      ``min_lr + 0.5 * (1 + cos(pi * ratio)) * (max_lr - min_lr)``
+      (``max_lr`` at ``warmup_iters``, halfway between at the middle, ``min_lr`` at ``max_iters``);
+    - ``step > max_iters``: ``min_lr``.
+
+    Args:
+        step: the current step, >= 0.
+        max_lr, min_lr: the highest and the final learning rate.
+        warmup_iters: number of warm-up steps, 0 <= warmup_iters < max_iters.
+        max_iters: the step at which the decay reaches ``min_lr``.
+
+    Returns:
+        The learning rate as a Python float.
+    """
+    # Your code here.
+    raise NotImplementedError
+
+
+def estimate_loss(model: nn.Module, data_splits: dict[str, torch.Tensor], eval_iters: int,
+                  batch_size: int, context_length: int,
+                  generator: torch.Generator | None = None) -> dict[str, float]:
+    """Average loss of ``model`` over a few random batches of each split.
+
+    For each split, in the dict's order, draw ``eval_iters`` batches with
+    ``get_batch(data, batch_size, context_length, generator)`` and average the
+    losses from ``model(x, y)``. Run the model in eval mode (dropout off) and
+    under ``torch.no_grad()`` (no graph is built), then put the model back in
+    the mode it was in (train or eval).
+
+    Args:
+        model: forward ``(idx, targets) -> (logits, loss)``.
+        data_splits: split name -> (N,) long tensor, e.g. ``{"train": ..., "val": ...}``.
+        eval_iters: batches per split.
+        batch_size, context_length: passed to ``get_batch``.
+        generator: optional ``torch.Generator`` passed to ``get_batch``.
+
+    Returns:
+        Split name -> mean loss as a Python float, same keys as ``data_splits``.
+    """
+    # Your code here.
+    raise NotImplementedError
