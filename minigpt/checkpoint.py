@@ -73,13 +73,19 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint: no such file {str(path)!r}")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a cut-off one has no index
+        raise CheckpointError(f"checkpoint: {str(path)!r} is corrupt or truncated (not a complete "
+                              f"torch.save archive)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        # torch's message suggests weights_only=False; pass on only what it found in the file.
+        found = [line.strip() for line in str(error).splitlines() if "GLOBAL" in line]
+        reason = found[0] if found else "unsupported content"
         raise CheckpointError(
             f"checkpoint: {str(path)!r} was refused: it holds objects other than tensors and plain "
-            f"data (loading it could run code), or it is not a minigpt checkpoint ({error})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
+            f"data, and loading it could run code ({reason})") from None
+    except Exception as error:  # a damaged file fails in many ways inside the unpickler
         raise CheckpointError(f"checkpoint: {str(path)!r} is corrupt or truncated and cannot be "
                               f"read ({type(error).__name__}: {error})") from None
     if not isinstance(payload, dict) or "format_version" not in payload:

@@ -164,12 +164,18 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------------
 
-    def run(self) -> TrainResult:
+    def run(self, until: int | None = None) -> TrainResult:
+        """Train from the current step to `until` (default: config.max_iters), then evaluate and save.
+
+        Stopping early with `until` leaves the schedule as it is, so a later `run()` (or a resume
+        from the saved checkpoint) continues exactly where this one stopped.
+        """
         cfg, result = self.config, self.result
+        until = cfg.max_iters if until is None else min(until, cfg.max_iters)
         bar = tqdm(total=cfg.max_iters, initial=result.step, disable=not (self.progress and
                    is_main_process()), desc="training", unit="step", dynamic_ncols=True)
         with _stop_on_ctrl_c() as stop, bar:
-            while result.step < cfg.max_iters and not stop.requested:
+            while result.step < until and not stop.requested:
                 if result.step % cfg.eval_interval == 0:
                     self._evaluate_and_save(bar)
                 self._train_step()

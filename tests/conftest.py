@@ -1,0 +1,34 @@
+"""Shared fixtures: a tiny real corpus and a tiny model, so the package's tests run in seconds."""
+
+import pytest
+import torch
+
+from minigpt import GPT, GPTConfig, CharTokenizer, encode_corpus, shakespeare, train_val_split
+
+
+@pytest.fixture(scope="session")
+def corpus() -> str:
+    """The first 20,000 characters of the built-in Shakespeare."""
+    return shakespeare(20_000)
+
+
+@pytest.fixture(scope="session")
+def char_tokenizer(corpus) -> CharTokenizer:
+    return CharTokenizer.train(corpus)
+
+
+@pytest.fixture(scope="session")
+def splits(corpus, char_tokenizer):
+    return train_val_split(encode_corpus(corpus, char_tokenizer))
+
+
+@pytest.fixture
+def tiny_config(char_tokenizer) -> GPTConfig:
+    return GPTConfig(vocab_size=char_tokenizer.vocab_size, context_length=16, d_model=32,
+                     num_heads=4, num_blocks=2, dropout=0.0)
+
+
+@pytest.fixture
+def tiny_model(tiny_config) -> GPT:
+    torch.manual_seed(0)
+    return GPT(tiny_config).eval()

@@ -1,0 +1,152 @@
+"""The `minigpt` command, run for real in subprocesses on a small configuration."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from minigpt.checkpoint import load_checkpoint
+
+SMALL = ["--context-length", "16", "--d-model", "32", "--num-heads", "2", "--num-blocks", "1",
+         "--batch-size", "4", "--eval-iters", "2", "--sample-tokens", "20", "--no-progress",
+         "--device", "cpu"]
+
+
+def minigpt(*args, cwd=None, check=True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, "-m", "minigpt", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, env=env, timeout=300)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory, corpus):
+    path = tmp_path_factory.mktemp("data") / "corpus.txt"
+    path.write_text(corpus, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, corpus_file):
+    out = tmp_path_factory.mktemp("run")
+    proc = minigpt("train", "--data", corpus_file, "--max-iters", "30", "--eval-interval", "10",
+                   "--out", out, *SMALL)
+    return out, proc
+
+
+def test_train_end_to_end(trained):
+    out, proc = trained
+    assert "step     30: train loss" in proc.stdout
+    assert "sample:" in proc.stdout
+    assert {"ckpt.pt", "best.pt", "loss.png"} <= set(os.listdir(out))
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ckpt = load_checkpoint(out / "ckpt.pt")
+    assert ckpt.train_state["step"] == 30 and ckpt.config.d_model == 32
+
+
+def test_sample_is_reproducible_and_stops(trained):
+    out, _ = trained
+    args = ["sample", "--checkpoint", out / "ckpt.pt", "--prompt", "ROMEO:", "--max-new-tokens", "40",
+            "--seed", "3", "--top-k", "10", "--top-p", "0.9", "--num-samples", "2"]
+    a, b = minigpt(*args), minigpt(*args)
+    assert a.stdout == b.stdout and a.stdout.count("ROMEO:") == 2 and "--- sample 2 ---" in a.stdout
+    cached = minigpt(*args[:-2], "--num-samples", "1", "--temperature", "0")
+    plain = minigpt(*args[:-2], "--num-samples", "1", "--temperature", "0", "--no-cache")
+    assert cached.stdout == plain.stdout
+    stopped = minigpt("sample", "--checkpoint", out / "ckpt.pt", "--prompt", "A", "--seed", "3",
+                      "--max-new-tokens", "200", "--stop", "\n")
+    assert stopped.stdout.rstrip("\n").count("\n") == 0
+
+
+def test_resume_continues_to_more_steps(trained, tmp_path):
+    out, _ = trained
+    (tmp_path / "ckpt.pt").write_bytes((out / "ckpt.pt").read_bytes())
+    proc = minigpt("train", "--resume", tmp_path / "ckpt.pt", "--max-iters", "40", "--out", tmp_path,
+                   "--sample-tokens", "0", "--no-progress")
+    assert "resumed from" in proc.stdout and "at step 30" in proc.stdout
+    assert load_checkpoint(tmp_path / "ckpt.pt").train_state["step"] == 40
+
+
+def test_bpe_and_cl100k_tokenizers(corpus_file, tmp_path):
+    for kind in ("bpe", "cl100k"):
+        proc = minigpt("train", "--data", corpus_file, "--tokenizer", kind, "--vocab-size", "400",
+                       "--max-iters", "4", "--eval-interval", "2", "--out", tmp_path / kind, *SMALL)
+        assert "vocabulary of" in proc.stdout
+        assert load_checkpoint(tmp_path / kind / "ckpt.pt").tokenizer.kind == kind
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--data", "missing.txt"], "no such file 'missing.txt'"),
+    (["train", "--data", "latin1.txt"], "is not UTF-8"),
+    (["train", "--data", "empty.txt"], "is empty"),
+    (["train", "--data", "short.txt"], "at least context_length + 1"),
+    (["train", "--d-model", "30", "--num-heads", "4"], "d_model must be divisible by num_heads=4"),
+    (["train", "--dropout", "1.5"], "dropout must be in [0, 1)"),
+    (["train", "--resume", "missing.pt"], "no such file 'missing.pt'"),
+    (["train", "--resume", "garbage.pt"], "corrupt or truncated"),
+    (["sample", "--checkpoint", "missing.pt"], "no such file"),
+    (["sample", "--temperature", "-1"], "temperature must be >= 0"),
+    (["sample", "--top-k", "0"], "top_k must be a whole number >= 1"),
+    (["sample", "--top-p", "0"], "top_p must be in (0, 1]"),
+    (["sample", "--top-p", "1.01"], "top_p must be in (0, 1]"),
+    (["sample", "--frequency-penalty", "-1"], "frequency_penalty must be >= 0"),
+    (["sample", "--presence-penalty", "-0.5"], "presence_penalty must be >= 0"),
+])
+def test_bad_input_gets_one_clear_line(tmp_path, args, message):
+    (tmp_path / "latin1.txt").write_bytes("café".encode("latin-1"))
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "short.txt").write_text("tiny")
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+    proc = minigpt(*args, *(["--context-length", "16"] if args[1] == "--data" else []), cwd=tmp_path,
+                   check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("minigpt: error: ") and message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_sample_empty_prompt_and_unknown_character(trained):
+    out, _ = trained
+    proc = minigpt("sample", "--checkpoint", out / "ckpt.pt", "--prompt", "", check=False)
+    assert proc.returncode == 2 and "prompt must encode to at least one token" in proc.stderr
+    proc = minigpt("sample", "--checkpoint", out / "ckpt.pt", "--prompt", "日本", check=False)
+    assert proc.returncode == 2 and "'日' at position 0" in proc.stderr
+
+
+def test_ctrl_c_saves_a_checkpoint(corpus_file, tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "minigpt", "train", "--data", str(corpus_file),
+                             "--max-iters", "100000", "--eval-interval", "50000", "--out", str(tmp_path),
+                             *SMALL], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    for line in proc.stdout:  # wait until training has started
+        if line.startswith("step      0"):
+            break
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted at step" in out
+    step = load_checkpoint(tmp_path / "ckpt.pt").train_state["step"]
+    assert 0 < step < 100000
+
+
+def test_help_is_complete():
+    text = minigpt("train", "--help").stdout
+    for option in ("--data", "--tokenizer", "--context-length", "--d-model", "--num-heads",
+                   "--num-blocks", "--dropout", "--batch-size", "--max-iters", "--learning-rate",
+                   "--eval-interval", "--resume", "--out"):
+        assert option in text
+    text = minigpt("sample", "--help").stdout
+    for option in ("--checkpoint", "--prompt", "--temperature", "--top-k", "--top-p",
+                   "--frequency-penalty", "--presence-penalty", "--stop", "--num-samples", "--seed"):
+        assert option in text
+
+
+def test_console_script_is_installed():
+    script = os.path.join(os.path.dirname(sys.executable), "minigpt")
+    proc = subprocess.run([script, "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "train" in proc.stdout and "sample" in proc.stdout

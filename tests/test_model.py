@@ -1,0 +1,72 @@
+import math
+
+import pytest
+import torch
+
+from minigpt import GPT, GPTConfig
+from minigpt.model import parameter_table
+
+
+def test_logits_shape_and_loss(tiny_model, tiny_config, splits):
+    x = splits[0][:32].view(2, 16)
+    logits, loss = tiny_model(x)
+    assert logits.shape == (2, 16, tiny_config.vocab_size) and loss is None
+    _, loss = tiny_model(x, x)
+    assert loss.dim() == 0
+
+
+@pytest.mark.parametrize("vocab_size", [65, 512, 100277])
+def test_loss_at_initialisation_is_ln_vocab_size(vocab_size):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=vocab_size, context_length=32, d_model=64, num_heads=4, num_blocks=2))
+    idx = torch.randint(vocab_size, (4, 32))
+    _, loss = model(idx, torch.randint(vocab_size, (4, 32)))
+    assert abs(loss.item() - math.log(vocab_size)) < 0.1
+
+
+def test_sequence_longer_than_context_is_refused(tiny_model):
+    with pytest.raises(ValueError, match=r"sequence length 17 is longer than context_length=16"):
+        tiny_model(torch.zeros(1, 17, dtype=torch.long))
+
+
+def test_bad_idx_is_refused(tiny_model):
+    with pytest.raises(ValueError, match="idx must be a"):
+        tiny_model(torch.zeros(16, dtype=torch.long))
+    with pytest.raises(ValueError, match="idx must be a"):
+        tiny_model(torch.zeros(1, 4))
+
+
+def test_parameter_count_by_hand():
+    V, T, d, L = 65, 64, 128, 4
+    model = GPT(GPTConfig(vocab_size=V, context_length=T, d_model=d, num_heads=4, num_blocks=L))
+    per_block = 2 * (2 * d) + (3 * d * d + 3 * d) + (d * d + d) + (4 * d * d + 4 * d) + (4 * d * d + d)
+    expected = V * d + T * d + L * per_block + 2 * d  # output layer tied to the token embedding
+    assert model.num_parameters() == expected
+    assert model.num_parameters(include_embeddings=False) == expected - V * d - T * d
+    table = dict(parameter_table(model))
+    assert table["total"] == expected
+    assert sum(v for k, v in table.items() if k != "total") == expected
+
+
+def test_output_layer_is_tied_to_embedding(tiny_model):
+    assert tiny_model.lm_head.weight is tiny_model.token_embedding.weight
+
+
+def test_kv_cache_forward_equals_full_forward(tiny_model):
+    idx = torch.randint(tiny_model.config.vocab_size, (2, 16))
+    caches = tiny_model.new_kv_caches()
+    first, _ = tiny_model(idx[:, :10], kv_caches=caches)
+    rest = [tiny_model(idx[:, t:t + 1], kv_caches=caches)[0] for t in range(10, 16)]
+    full, _ = tiny_model(idx)
+    torch.testing.assert_close(torch.cat([first, *rest], dim=1), full, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="context_length=16"):
+        tiny_model(idx[:, :1], kv_caches=caches)
+
+
+def test_same_seed_same_numbers(tiny_config):
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        model = GPT(tiny_config)
+        outs.append(model(torch.arange(16).view(1, 16) % tiny_config.vocab_size)[0])
+    assert torch.equal(outs[0], outs[1])

@@ -1,0 +1,104 @@
+import pytest
+import torch
+
+from minigpt import generate, sample_text
+from minigpt.sampling import apply_penalties, next_token, top_k_filter, top_p_filter
+
+NEG = float("-inf")
+
+
+def test_top_k_keeps_exactly_k():
+    logits = torch.tensor([[1.0, 5.0, 3.0, 4.0, 2.0]])
+    assert torch.equal(top_k_filter(logits, 2), torch.tensor([[NEG, 5.0, NEG, 4.0, NEG]]))
+    assert torch.equal(top_k_filter(logits, 99), logits)
+
+
+def test_top_p_keeps_smallest_set_reaching_p():
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    logits = probs.log()
+    kept = lambda p: torch.isfinite(top_p_filter(logits, p))[0].tolist()
+    assert kept(0.5) == [True, False, False, False]
+    assert kept(0.51) == [True, True, False, False]
+    assert kept(0.8) == [True, True, False, False]
+    assert kept(0.81) == [True, True, True, False]
+    assert kept(1.0) == [True, True, True, True]
+    assert kept(1e-9) == [True, False, False, False]
+
+
+def test_top_p_in_vocabulary_order():
+    logits = torch.tensor([[0.1, 3.0, 0.2, 2.9]])
+    assert torch.isfinite(top_p_filter(logits, 0.9))[0].tolist() == [False, True, False, True]
+
+
+def test_penalties():
+    logits = torch.zeros(1, 3)
+    counts = torch.tensor([[0.0, 1.0, 3.0]])
+    assert torch.equal(apply_penalties(logits, counts, 0.5, 1.0), torch.tensor([[0.0, -1.5, -2.5]]))
+
+
+def test_temperature_zero_is_greedy_and_low_temperature_sharpens():
+    logits = torch.tensor([[1.0, 2.0, 0.5]])
+    assert next_token(logits, temperature=0).item() == 1
+    g = torch.Generator().manual_seed(0)
+    picks = [next_token(logits, temperature=0.05, generator=g).item() for _ in range(50)]
+    assert picks == [1] * 50
+
+
+@pytest.mark.parametrize("options, parameter", [
+    (dict(temperature=-0.1), "temperature"), (dict(top_k=0), "top_k"), (dict(top_p=0.0), "top_p"),
+    (dict(top_p=1.5), "top_p"), (dict(frequency_penalty=-1), "frequency_penalty"),
+    (dict(presence_penalty=-1), "presence_penalty"),
+])
+def test_bad_options_name_the_parameter(tiny_model, options, parameter):
+    with pytest.raises(ValueError, match=parameter):
+        generate(tiny_model, torch.zeros(1, 1, dtype=torch.long), 3, **options)
+
+
+def test_empty_prompt_is_refused(tiny_model, char_tokenizer):
+    with pytest.raises(ValueError, match="prompt"):
+        generate(tiny_model, torch.zeros(1, 0, dtype=torch.long), 3)
+    with pytest.raises(ValueError, match="prompt"):
+        sample_text(tiny_model, char_tokenizer, "", 3)
+
+
+@pytest.mark.parametrize("options", [dict(temperature=0), dict(temperature=1.0, top_k=10),
+                                     dict(temperature=0.9, top_p=0.9, frequency_penalty=0.3,
+                                          presence_penalty=0.2)])
+def test_kv_cache_gives_the_same_tokens_as_the_plain_loop(tiny_model, options):
+    """40 new tokens from a 5-token prompt with context 16: the cache fills, is rebuilt, and still agrees."""
+    prompt = torch.randint(tiny_model.config.vocab_size, (3, 5), generator=torch.Generator().manual_seed(0))
+    runs = [generate(tiny_model, prompt, 40, generator=torch.Generator().manual_seed(1),
+                     use_cache=use_cache, **options) for use_cache in (True, False)]
+    assert runs[0].shape == (3, 45)
+    assert torch.equal(runs[0], runs[1])
+
+
+def test_context_is_cropped_past_context_length(tiny_model):
+    long_prompt = torch.zeros(1, 50, dtype=torch.long)  # 50 > context_length 16
+    out = generate(tiny_model, long_prompt, 5, temperature=0)
+    assert out.shape == (1, 55)
+
+
+def test_generate_restores_training_mode(tiny_model):
+    tiny_model.train()
+    generate(tiny_model, torch.zeros(1, 1, dtype=torch.long), 2)
+    assert tiny_model.training
+
+
+def test_seed_reproduces_text(tiny_model, char_tokenizer):
+    a = sample_text(tiny_model, char_tokenizer, "ROMEO:\n", 30, seed=5)
+    b = sample_text(tiny_model, char_tokenizer, "ROMEO:\n", 30, seed=5)
+    assert a == b and len(a) == 30
+
+
+def test_stop_string_ends_generation(tiny_model, char_tokenizer):
+    full = sample_text(tiny_model, char_tokenizer, "A", 60, seed=2, temperature=1.0)
+    stop = full[10:12]
+    cut = sample_text(tiny_model, char_tokenizer, "A", 60, seed=2, temperature=1.0, stop=[stop])
+    assert cut == full[: full.index(stop)]
+
+
+def test_penalties_reduce_repetition(tiny_model, char_tokenizer):
+    plain = sample_text(tiny_model, char_tokenizer, "A", 60, temperature=0)
+    penalised = sample_text(tiny_model, char_tokenizer, "A", 60, temperature=0, frequency_penalty=2.0)
+    assert len(set(penalised)) > len(set(plain))
