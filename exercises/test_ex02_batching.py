@@ -75,3 +75,24 @@ def test_every_start_is_reachable(ex):
     check(last in seen, f"start {last} (the last possible one, len(data) - context_length - 1) was never drawn in "
                         f"400 windows: check the upper bound you give torch.randint")
     check(seen == set(range(last + 1)), f"the starts drawn were {sorted(seen)}, expected exactly {list(range(last + 1))}")
+
+
+@pytest.mark.points(2)
+def test_sequential_batches_cover_the_data_in_order(ex):
+    for n, batch_size, T, sizes in [(21, 2, 4, [2, 2, 1]), (20, 2, 4, [2, 2]), (30, 3, 5, [3, 2]), (5, 4, 4, [1])]:
+        data = torch.arange(n) * 2 + 1
+        name = f"sequential_batches(N={n}, batch_size={batch_size}, context_length={T})"
+        batches = ex.sequential_batches(data, batch_size, T)
+        check(isinstance(batches, list), f"{name} should return a list of (x, y) pairs, got {type(batches).__name__}")
+        got_sizes = [len(x) for x, _ in batches]
+        check(got_sizes == sizes, f"{name}: expected batches of sizes {sizes} (windows start at 0, T, 2T, ... while "
+                                  f"start + T + 1 <= N), got sizes {got_sizes}")
+        starts = torch.arange(0, n - T, T)
+        done = 0
+        for i, (x, y) in enumerate(batches):
+            ex_x, ex_y = windows(data, starts[done : done + len(x)], T)
+            assert_close(x, ex_x, f"{name}, x of batch {i}")
+            assert_close(y, ex_y, f"{name}, y of batch {i} (x shifted by one)")
+            done += len(x)
+    empty = ex.sequential_batches(torch.arange(4), 2, 4)
+    check(empty == [], f"sequential_batches(N=4, context_length=4) should be [] (no window and target fit), got {empty!r}")

@@ -52,3 +52,33 @@ def get_batch(data: torch.Tensor, batch_size: int, context_length: int,
     x = torch.stack([data[s : s + context_length] for s in starts.tolist()])
     y = torch.stack([data[s + 1 : s + context_length + 1] for s in starts.tolist()])
     return x.long(), y.long()
+
+
+def sequential_batches(data: torch.Tensor, batch_size: int,
+                       context_length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Cut ``data`` into non-overlapping windows, in order, grouped into batches.
+
+    Used to evaluate on a whole split exactly once, without randomness. The
+    windows start at 0, T, 2T, ... (T = ``context_length``) as long as the
+    window and its target fit: a start ``s`` is used when ``s + T + 1 <= len(data)``.
+    Consecutive windows are grouped ``batch_size`` at a time; the last batch
+    holds what is left and may be smaller.
+
+    Args:
+        data: (N,) long tensor of token ids.
+        batch_size: most windows per batch.
+        context_length: window length T.
+
+    Returns:
+        A list of ``(x, y)`` pairs, each of shape (b, T) with 1 <= b <= batch_size,
+        dtype torch.long; ``y`` is ``x`` shifted by one as in ``get_batch``.
+        Empty when ``len(data) < T + 1``.
+    """
+    starts = list(range(0, len(data) - context_length, context_length))
+    batches = []
+    for i in range(0, len(starts), batch_size):
+        chunk = starts[i : i + batch_size]
+        x = torch.stack([data[s : s + context_length] for s in chunk])
+        y = torch.stack([data[s + 1 : s + context_length + 1] for s in chunk])
+        batches.append((x.long(), y.long()))
+    return batches
