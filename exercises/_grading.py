@@ -72,9 +72,12 @@ def assert_close(got: Any, expected: Any, name: str, atol: float = 1e-5,
     if bad.any():
         first = int(bad.flatten().nonzero()[0])
         where = _index(first, expected.shape)
-        fail(f"{name}: values differ at index {list(where)}: got {_fmt(got_d.flatten()[first].item())}, "
-             f"expected {_fmt(exp_d.flatten()[first].item())} "
-             f"({int(bad.sum())} of {bad.numel()} values differ; tolerance atol={atol}, rtol={rtol})")
+        tolerance = f"; tolerance atol={atol}, rtol={rtol}" if expected.is_floating_point() else ""
+        g, e = got_d.flatten()[first].item(), exp_d.flatten()[first].item()
+        if not expected.is_floating_point():
+            g, e = int(g), int(e)
+        fail(f"{name}: values differ at index {list(where)}: got {_fmt(g)}, expected {_fmt(e)} "
+             f"({int(bad.sum())} of {bad.numel()} values differ{tolerance})")
 
 
 def assert_number(got: Any, expected: float, name: str, atol: float = 1e-6,
@@ -107,7 +110,8 @@ def assert_param_names(module: torch.nn.Module, expected: dict[str, tuple[int, .
     if missing:
         fail(f"{name}: missing parameter(s) {missing[:4]} (check the attribute names in the docstring)")
     if extra:
-        fail(f"{name}: unexpected parameter(s) {extra[:4]} (a bias where there should be none?)")
+        fail(f"{name}: unexpected parameter(s) {extra[:4]} (only the layers named in the docstring hold "
+             f"parameters: a bias where there should be none? a mask stored as a parameter instead of a buffer?)")
     for n, shape in expected.items():
         if got[n] != shape:
             fail(f"{name}: parameter {n} should have shape {shape}, got {got[n]}")

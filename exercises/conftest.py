@@ -152,8 +152,12 @@ def ex(request: pytest.FixtureRequest):
 # --------------------------------------------------------------------------- time limit
 
 
-class GradeTimeout(Exception):
-    """Raised inside a test that ran past the time limit."""
+class GradeTimeout(BaseException):
+    """Raised inside a test that ran past the time limit.
+
+    A BaseException, so that a learner's ``except Exception:`` inside the
+    endless loop cannot swallow it.
+    """
 
 
 @contextmanager

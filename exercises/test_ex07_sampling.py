@@ -59,8 +59,9 @@ def test_top_p_keeps_the_smallest_sufficient_set(ex):
         assert_tensor(got, f"top_p_filter(logits, {p})", shape=(4,))
         got_keep = kept(got).nonzero().flatten().tolist()
         if got_keep != keep:
-            fail(f"top_p_filter with probabilities {probs.tolist()} and p={p} should keep the tokens with "
-                 f"probabilities {[probs[i].item() for i in keep]} (the smallest most-probable set whose sum reaches p), "
+            fail(f"top_p_filter with probabilities {[round(v, 4) for v in probs.tolist()]} and p={p} should keep "
+                 f"the tokens with probabilities {[round(probs[i].item(), 4) for i in keep]} "
+                 f"(the smallest most-probable set whose sum reaches p), "
                  f"kept {[round(probs[i].item(), 4) for i in got_keep]}")
         check(torch.allclose(got[keep], logits[keep]), f"top_p_filter(p={p}) changed the kept logits")
     check(int(kept(ex.top_p_filter(torch.tensor([5.0, 0.0, 0.0]), 0.01)).sum()) == 1,

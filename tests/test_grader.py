@@ -57,8 +57,9 @@ def _make_target(folder: Path, mutant=None) -> Path:
     return folder
 
 
+# An endless loop that even swallows ordinary exceptions: the time limit must still stop it.
 INFINITE_LOOP = ('    best = min(history, key=lambda record: record["val"])',
-                 "    while True:\n        pass\n    best = None")
+                 "    while True:\n        try:\n            pass\n        except Exception:\n            pass\n    best = None")
 
 
 def _drive(name: str, jobs: list[dict], tmp: Path) -> dict[str, Run]:
@@ -182,6 +183,8 @@ def test_a_typical_wrong_answer_is_caught(runs, mutant):
     caught = [name for name, outcome in outcomes.items() if outcome in ("failed", "error", "timeout")]
     assert caught, f"no grader test caught the mistake: {mutant.mistake}\n{run.output[-3000:]}"
     assert "todo" not in outcomes.values()
+    broken = [t["message"] for t in run.report["tests"] if t["message"].startswith("could not import")]
+    assert not broken, f"the mutant does not even import: {broken[0]}"
 
 
 def test_catalogue_is_large_enough_and_covers_every_chapter():

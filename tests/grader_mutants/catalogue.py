@@ -80,7 +80,7 @@ MUTANTS: tuple[Mutant, ...] = (
              "row_max = torch.zeros_like(logits[:, :1])"),),
            "cross-entropy without subtracting the maximum: overflows for large logits"),
     Mutant("gradients_never_zeroed", "ex05_training.py",
-           (("optimizer.zero_grad(set_to_none=True)\n", ""),),
+           (("    optimizer.zero_grad(set_to_none=True)\n", ""),),
            "train_step never clears the old gradients"),
     Mutant("warmup_off_by_one", "ex05_training.py",
            (("return max_lr * (step + 1) / warmup_iters", "return max_lr * step / warmup_iters"),),
