@@ -114,9 +114,11 @@ class BPETokenizer(_Saveable):
 
         if not text:
             raise ValueError("text must not be empty to train a BPE tokenizer")
-        if not isinstance(vocab_size, int) or vocab_size < 300:
-            raise ValueError(f"vocab_size must be a whole number >= 300 (256 byte pieces plus room "
-                             f"for merges), got {vocab_size!r}")
+        smallest = 256 + len(set(text)) + 1  # byte pieces, one per character, the unknown piece
+        if not isinstance(vocab_size, int) or vocab_size <= smallest:
+            raise ValueError(f"vocab_size must be a whole number > {smallest} for this text (256 "
+                             f"byte pieces + {len(set(text))} distinct characters + 1 unknown, "
+                             f"plus room for merges), got {vocab_size!r}")
         model = io.BytesIO()
         try:
             spm.SentencePieceTrainer.train(

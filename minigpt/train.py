@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm  # the plain text bar: works in a terminal and a notebook alike
 
 from minigpt.checkpoint import CheckpointError, load_model_state, read_checkpoint, save_checkpoint
 from minigpt.config import TrainConfig

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from minigpt.checkpoint import load_checkpoint
+from minigpt.cli import main
 
 SMALL = ["--context-length", "16", "--d-model", "32", "--num-heads", "2", "--num-blocks", "1",
          "--batch-size", "4", "--eval-iters", "2", "--sample-tokens", "20", "--no-progress",
@@ -97,16 +98,19 @@ def test_bpe_and_cl100k_tokenizers(corpus_file, tmp_path):
     (["sample", "--frequency-penalty", "-1"], "frequency_penalty must be >= 0"),
     (["sample", "--presence-penalty", "-0.5"], "presence_penalty must be >= 0"),
 ])
-def test_bad_input_gets_one_clear_line(tmp_path, args, message):
+def test_bad_input_gets_one_clear_line(tmp_path, monkeypatch, capsys, args, message):
+    """In-process `main()` (the same code path as the command, without 15 interpreter start-ups)."""
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "latin1.txt").write_bytes("café".encode("latin-1"))
     (tmp_path / "empty.txt").write_text("")
     (tmp_path / "short.txt").write_text("tiny")
     (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
-    proc = minigpt(*args, *(["--context-length", "16"] if args[1] == "--data" else []), cwd=tmp_path,
-                   check=False)
-    assert proc.returncode == 2
-    assert proc.stderr.startswith("minigpt: error: ") and message in proc.stderr
-    assert "Traceback" not in proc.stderr
+    extra = ["--context-length", "16", "--no-progress"] if args[1] == "--data" else []
+    assert main([*args, *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("minigpt: error: ") and message in err
+    assert "Traceback" not in err and err.count("\n") == 1
+    assert sorted(os.listdir(tmp_path)) == ["empty.txt", "garbage.pt", "latin1.txt", "short.txt"]
 
 
 def test_sample_empty_prompt_and_unknown_character(trained):
@@ -134,13 +138,20 @@ def test_ctrl_c_saves_a_checkpoint(corpus_file, tmp_path):
     assert 0 < step < 100000
 
 
-def test_help_is_complete():
-    text = minigpt("train", "--help").stdout
+def help_text(command: str, capsys) -> str:
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_help_is_complete(capsys):
+    text = help_text("train", capsys)
     for option in ("--data", "--tokenizer", "--context-length", "--d-model", "--num-heads",
                    "--num-blocks", "--dropout", "--batch-size", "--max-iters", "--learning-rate",
                    "--eval-interval", "--resume", "--out"):
         assert option in text
-    text = minigpt("sample", "--help").stdout
+    text = help_text("sample", capsys)
     for option in ("--checkpoint", "--prompt", "--temperature", "--top-k", "--top-p",
                    "--frequency-penalty", "--presence-penalty", "--stop", "--num-samples", "--seed"):
         assert option in text
