@@ -310,10 +310,14 @@ def _chapter_label(chapter: str) -> str:
 
 
 def _todo_names(records: list[Record]) -> list[str]:
+    """The functions still to write, naming the file when it belongs to another chapter."""
     names = []
     for r in records:
         if r.outcome == "todo":
             name = r.message.split("`")[1]
+            file = Path(r.message.rsplit(" in ", 1)[-1])
+            if file.stem != r.chapter:
+                name = f"{name} (in {file.name})"
             if name not in names:
                 names.append(name)
     return names
