@@ -57,6 +57,7 @@ def save_checkpoint(path: str | Path, model: GPT, tokenizer: Tokenizer,
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp_name, 0o666 & ~_current_umask())  # mkstemp makes it private; a normal file is not
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
             f.flush()
@@ -66,6 +67,12 @@ def save_checkpoint(path: str | Path, model: GPT, tokenizer: Tokenizer,
         Path(tmp_name).unlink(missing_ok=True)
         raise
     return path
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

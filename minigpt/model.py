@@ -81,11 +81,14 @@ class GPT(nn.Module):
             nn.init.zeros_(module.bias)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                kv_caches: list[KVCache] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                kv_caches: list[KVCache] | None = None,
+                last_only: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits (B, T, vocab_size) for ids (B, T); the mean cross-entropy loss too if targets are given.
 
         With `kv_caches` (one per block, from `new_kv_caches`), idx holds only the tokens not yet
-        seen, and earlier tokens' keys and values come from the caches.
+        seen, and earlier tokens' keys and values come from the caches. `last_only` gives the
+        logits of the last position only, (B, 1, vocab_size): all that sampling needs, and much
+        cheaper with a large vocabulary.
         """
         past = len(kv_caches[0]) if kv_caches else 0
         self._check_input(idx, past)
@@ -94,12 +97,14 @@ class GPT(nn.Module):
         x = self.dropout(self.token_embedding(idx) + self.position_embedding(positions))  # (B, T, d_model)
         for i, block in enumerate(self.blocks):
             x = block(x, kv_caches[i] if kv_caches else None)
-        logits = self.lm_head(self.ln_f(x))  # (B, T, vocab_size)
+        if last_only:
+            x = x[:, -1:, :]  # (B, 1, d_model)
+        logits = self.lm_head(self.ln_f(x))  # (B, T or 1, vocab_size)
         if targets is None:
             return logits, None
-        if targets.shape != idx.shape:
-            raise ValueError(f"targets must have the shape of idx {tuple(idx.shape)}, got "
-                             f"{tuple(targets.shape)}")
+        if last_only or targets.shape != idx.shape:
+            raise ValueError(f"targets must have the shape of idx {tuple(idx.shape)} (and "
+                             f"last_only=False), got {tuple(targets.shape)}")
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
 

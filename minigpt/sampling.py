@@ -83,7 +83,13 @@ def generate_tokens(model: nn.Module, idx: torch.Tensor, max_new_tokens: int,
                     frequency_penalty: float = 0.0, presence_penalty: float = 0.0,
                     generator: torch.Generator | None = None,
                     use_cache: bool = True) -> Iterator[torch.Tensor]:
-    """Yield the next token of every row, (B, 1), `max_new_tokens` times (stop early by breaking out)."""
+    """Yield the next token of every row, (B, 1), `max_new_tokens` times (stop early by breaking out).
+
+    With `use_cache`, each step feeds only the new token while the text fits in `context_length`.
+    Past that, the window slides, every position shifts, and cached keys and values no longer
+    match: the cache is rebuilt from the cropped window at every step, as costly as the plain loop
+    but giving the same tokens.
+    """
     check_sampling_options(temperature, top_k, top_p, frequency_penalty, presence_penalty)
     if idx.dim() != 2 or idx.size(1) == 0:
         raise ValueError(f"idx must be (batch, time) with at least one token per row (the prompt "
@@ -102,10 +108,10 @@ def generate_tokens(model: nn.Module, idx: torch.Tensor, max_new_tokens: int,
                     # Full, or first step: start again from the cropped context (exactly what the
                     # plain loop sees); positions shift, so old keys and values cannot be reused.
                     caches, pending = model.new_kv_caches(), seq[:, -context_length:]
-                logits, _ = model(pending, kv_caches=caches)
+                logits, _ = model(pending, kv_caches=caches, last_only=True)
             else:
-                logits, _ = model(seq[:, -context_length:])
-            logits = logits[:, -1, :]  # (B, V): only the last position predicts a new token
+                logits, _ = model(seq[:, -context_length:], last_only=True)
+            logits = logits[:, -1, :]  # (B, V): only the last position predicts the next token
             if frequency_penalty or presence_penalty:
                 logits = apply_penalties(logits, counts, frequency_penalty, presence_penalty)
             token = next_token(logits, temperature, top_k, top_p, generator)  # (B, 1)

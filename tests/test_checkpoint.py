@@ -107,3 +107,12 @@ def test_checkpoint_from_another_vocabulary(tmp_path, tiny_model, char_tokenizer
 def test_missing_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match="no such file"):
         load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_saved_file_follows_the_umask(tmp_path, tiny_model, char_tokenizer):
+    old = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path / "ckpt.pt", tiny_model, char_tokenizer)
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644

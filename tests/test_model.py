@@ -70,3 +70,10 @@ def test_same_seed_same_numbers(tiny_config):
         model = GPT(tiny_config)
         outs.append(model(torch.arange(16).view(1, 16) % tiny_config.vocab_size)[0])
     assert torch.equal(outs[0], outs[1])
+
+
+def test_last_only_gives_the_last_position(tiny_model):
+    idx = torch.randint(tiny_model.config.vocab_size, (2, 16))
+    last, _ = tiny_model(idx, last_only=True)
+    assert last.shape == (2, 1, tiny_model.config.vocab_size)
+    torch.testing.assert_close(last, tiny_model(idx)[0][:, -1:])
