@@ -24,6 +24,8 @@ from minigpt.model import GPT
 from minigpt.tokenizers import Tokenizer, tokenizer_from_dict
 
 FORMAT_VERSION = 1
+_UMASK = os.umask(0o022)  # read once, at import: new files get 0o666 minus this
+os.umask(_UMASK)
 
 
 class CheckpointError(ValueError):
@@ -57,22 +59,32 @@ def save_checkpoint(path: str | Path, model: GPT, tokenizer: Tokenizer,
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.chmod(tmp_name, 0o666 & ~_current_umask())  # mkstemp makes it private; a normal file is not
         with os.fdopen(fd, "wb") as f:
+            if hasattr(os, "fchmod"):  # mkstemp makes the file private; a checkpoint is a normal file
+                os.fchmod(f.fileno(), 0o666 & ~_UMASK)
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp_name, path)  # atomic on POSIX and Windows: readers see old or new, never half
+        _fsync_folder(path.parent)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
     return path
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

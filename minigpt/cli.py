@@ -51,10 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, help="'shakespeare' (built in) or the path of a UTF-8 "
                    "text file [default: shakespeare, or the checkpoint's with --resume]")
-    p.add_argument("--tokenizer", choices=["char", "bpe", "cl100k"], default="char",
-                   help="characters, SentencePiece BPE trained on the corpus, or tiktoken cl100k_base")
-    p.add_argument("--vocab-size", type=int, default=512, help="vocabulary size of --tokenizer bpe")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="share of the corpus held out")
+    p.add_argument("--tokenizer", choices=["char", "bpe", "cl100k"], default=None,
+                   help="characters, SentencePiece BPE trained on the corpus, or tiktoken "
+                   "cl100k_base [default: char]")
+    p.add_argument("--vocab-size", type=int, default=None, help="vocabulary size of --tokenizer bpe "
+                   "[default: 512]")
+    p.add_argument("--val-fraction", type=float, default=None, help="share of the corpus held out "
+                   "[default: 0.1]")
     model = p.add_argument_group("model (GPTConfig)")
     for name, default in MODEL_DEFAULTS.items():
         kind = float if name == "dropout" else int
@@ -64,8 +67,8 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     for f in fields(TrainConfig):
         train.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=None,
                            help=f"{TRAIN_HELP[f.name]} [default: {f.default}]")
-    p.add_argument("--out", default="out", help="folder for checkpoints (ckpt.pt, best.pt) and "
-                   "loss.png")
+    p.add_argument("--out", default=None, help="folder for checkpoints (ckpt.pt, best.pt) and "
+                   "loss.png [default: out, or the checkpoint's folder with --resume]")
     p.add_argument("--resume", default=None, help="checkpoint to continue from; its model and "
                    "tokenizer are kept, options given here override its training settings")
     p.add_argument("--sample-tokens", type=int, default=300, help="tokens to sample at the end "
@@ -112,32 +115,39 @@ def run_train(args: argparse.Namespace) -> int:
     if args.resume is not None:
         saved = read_checkpoint(args.resume)
         state = saved.get("train_state") or {}
-        if model_options:
-            raise ValueError(f"--resume keeps the checkpoint's model; drop "
-                             f"{', '.join('--' + n.replace('_', '-') for n in model_options)}")
+        fixed = [*model_options, *_given(args, ["tokenizer", "vocab_size"])]
+        if fixed:
+            raise ValueError(f"--resume keeps the checkpoint's model and tokenizer; drop "
+                             f"{', '.join('--' + n.replace('_', '-') for n in fixed)}")
         data_source = args.data or state.get("data", "shakespeare")
+        val_fraction = state.get("val_fraction", 0.1) if args.val_fraction is None else args.val_fraction
+        out_dir = args.out or str(Path(args.resume).parent)
         tokenizer = tokenizer_from_dict(saved["tokenizer"])
         model_config = GPTConfig.from_dict(saved["config"])
         train_config = TrainConfig.from_dict({**state.get("train_config", {}), **train_options})
     else:
         data_source = args.data or "shakespeare"
+        val_fraction = 0.1 if args.val_fraction is None else args.val_fraction
+        out_dir = args.out or "out"
         train_config = TrainConfig(**train_options)
         tokenizer = None
     text = load_text(data_source)
     if tokenizer is None:
-        print(f"training a {args.tokenizer} tokenizer on {len(text):,} characters ...")
-        tokenizer = train_tokenizer(args.tokenizer, text, args.vocab_size)
+        kind = args.tokenizer or "char"
+        print(f"training a {kind} tokenizer on {len(text):,} characters ...")
+        tokenizer = train_tokenizer(kind, text, 512 if args.vocab_size is None else args.vocab_size)
         model_config = GPTConfig(vocab_size=tokenizer.vocab_size, **{**MODEL_DEFAULTS, **model_options})
     data = encode_corpus(text, tokenizer)
-    train_data, val_data = train_val_split(data, args.val_fraction)
+    train_data, val_data = train_val_split(data, val_fraction)
     print(f"data: {data_source} -> {len(data):,} tokens ({len(train_data):,} train, "
           f"{len(val_data):,} val), vocabulary of {tokenizer.vocab_size:,}")
 
     torch.manual_seed(train_config.seed)
     model = GPT(model_config)
     print(f"model: {model.num_parameters():,} parameters; {model_config}")
-    trainer = Trainer(model, tokenizer, train_data, val_data, train_config, out_dir=args.out,
-                      progress=not args.no_progress, extra_state={"data": str(data_source)})
+    trainer = Trainer(model, tokenizer, train_data, val_data, train_config, out_dir=out_dir,
+                      progress=not args.no_progress,
+                      extra_state={"data": str(data_source), "val_fraction": val_fraction})
     print(f"device: {trainer.device}")
     if args.resume is not None:
         trainer.resume(args.resume)
@@ -147,9 +157,10 @@ def run_train(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - start
     last = result.history[-1]
     print(f"{'interrupted' if result.interrupted else 'done'} at step {result.step} in "
-          f"{elapsed:.1f} s: train loss {last['train']:.4f}, val loss {last['val']:.4f}")
-    print(f"checkpoint: {result.checkpoint}")
-    curve = save_figure(plot_loss_curves(result.history, result.train_losses), Path(args.out) / "loss.png")
+          f"{elapsed:.1f} s; last evaluation (step {last['step']}): train loss "
+          f"{last['train']:.4f}, val loss {last['val']:.4f}")
+    print(f"checkpoint: {result.checkpoint or 'none (no step was finished)'}")
+    curve = save_figure(plot_loss_curves(result.history, result.train_losses), Path(out_dir) / "loss.png")
     print(f"loss curve: {curve}")
     if result.interrupted:
         return 130
@@ -195,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return run_train(args) if args.command == "train" else run_sample(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
+    except (ValueError, OSError, RuntimeError) as error:  # OSError: missing file, no permission, ...
         print(f"minigpt: error: {error}", file=sys.stderr)
         return 2
 

@@ -105,7 +105,7 @@ class GPT(nn.Module):
         if last_only or targets.shape != idx.shape:
             raise ValueError(f"targets must have the shape of idx {tuple(idx.shape)} (and "
                              f"last_only=False), got {tuple(targets.shape)}")
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1).long())
         return logits, loss
 
     def _check_input(self, idx: torch.Tensor, past: int) -> None:

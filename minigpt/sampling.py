@@ -11,6 +11,7 @@ same tokens.
 
 from __future__ import annotations
 
+import math
 from typing import Iterator
 
 import torch
@@ -23,14 +24,14 @@ def check_sampling_options(temperature: float = 1.0, top_k: int | None = None,
                            top_p: float | None = None, frequency_penalty: float = 0.0,
                            presence_penalty: float = 0.0) -> None:
     """Refuse options outside their allowed ranges, naming the option."""
-    if temperature < 0:
+    if not math.isfinite(temperature) or temperature < 0:
         raise ValueError(f"temperature must be >= 0 (0 means greedy), got {temperature}")
-    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
         raise ValueError(f"top_k must be a whole number >= 1 (or None for no limit), got {top_k!r}")
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1] (or None for no limit), got {top_p}")
     for name, value in (("frequency_penalty", frequency_penalty), ("presence_penalty", presence_penalty)):
-        if value < 0:
+        if not math.isfinite(value) or value < 0:
             raise ValueError(f"{name} must be >= 0, got {value}")
 
 
@@ -53,8 +54,10 @@ def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
 def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     """Keep the fewest most-likely tokens whose probabilities add up to at least p, the rest -inf.
 
-    The most likely token is always kept, so p near 0 is greedy.
+    The most likely token is always kept, so p near 0 is greedy; p = 1 keeps every token.
     """
+    if p >= 1:
+        return logits  # float rounding of the cumulative sum must not drop the tail
     sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
     probs = sorted_logits.softmax(dim=-1)
     mass_before = probs.cumsum(dim=-1) - probs  # probability of the tokens ranked above each one
@@ -77,7 +80,6 @@ def next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None
     return torch.multinomial(probs, num_samples=1, generator=generator)
 
 
-@torch.no_grad()
 def generate_tokens(model: nn.Module, idx: torch.Tensor, max_new_tokens: int,
                     temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                     frequency_penalty: float = 0.0, presence_penalty: float = 0.0,
@@ -96,6 +98,16 @@ def generate_tokens(model: nn.Module, idx: torch.Tensor, max_new_tokens: int,
                          f"cannot be empty), got shape {tuple(idx.shape)}")
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    # Checked above, at the call; the loop below runs lazily, as the caller asks for tokens.
+    return _token_loop(model, idx, max_new_tokens, temperature, top_k, top_p, frequency_penalty,
+                       presence_penalty, generator, use_cache)
+
+
+@torch.no_grad()
+def _token_loop(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, temperature: float,
+                top_k: int | None, top_p: float | None, frequency_penalty: float,
+                presence_penalty: float, generator: torch.Generator | None,
+                use_cache: bool) -> Iterator[torch.Tensor]:
     context_length = model.config.context_length
     was_training = model.training
     model.eval()

@@ -151,13 +151,16 @@ class Trainer:
             raise CheckpointError(f"resume: {str(path)!r} was trained with {payload['config']}, "
                                   f"which differs from this model's {self.model.config.to_dict()}")
         state = payload.get("train_state") or {}
-        if payload.get("optimizer") is None or "step" not in state:
+        needed = {"step", "history", "train_losses", "batch_rng", "torch_rng"}
+        if payload.get("optimizer") is None or not needed <= set(state):
             raise CheckpointError(f"resume: {str(path)!r} has no optimizer or training state "
                                   f"(it was saved for sampling only)")
         load_model_state(self.model, payload["model"], source=str(path))
         self.optimizer.load_state_dict(payload["optimizer"])
         self.batch_generator.set_state(state["batch_rng"])
         torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.result.step = state["step"]
         self.result.history = list(state["history"])
         self.result.train_losses = list(state["train_losses"])
@@ -165,7 +168,7 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------------------
 
     def run(self, until: int | None = None) -> TrainResult:
-        """Train from the current step to `until` (default: config.max_iters), then evaluate and save.
+        """Train from the current step to `until` (default: config.max_iters), then save.
 
         Stopping early with `until` leaves the schedule as it is, so a later `run()` (or a resume
         from the saved checkpoint) continues exactly where this one stopped.
@@ -186,7 +189,12 @@ class Trainer:
                 if cfg.checkpoint_interval and result.step % cfg.checkpoint_interval == 0:
                     self._save("ckpt.pt")
             result.interrupted = stop.requested
-            self._evaluate_and_save(bar)
+            if result.step % cfg.eval_interval == 0 or result.step == cfg.max_iters:
+                self._evaluate_and_save(bar)
+            elif result.step > 0:
+                # Off the evaluation schedule: save without evaluating, so that a resumed run's
+                # history is the same as an uninterrupted run's.
+                self._save("ckpt.pt")
         return result
 
     def _lr(self, step: int) -> float:
@@ -237,6 +245,7 @@ class Trainer:
             "train_losses": self.result.train_losses,
             "batch_rng": self.batch_generator.get_state(),
             "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "train_config": self.config.to_dict(),
             **self.extra_state,
         }

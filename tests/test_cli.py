@@ -67,10 +67,13 @@ def test_sample_is_reproducible_and_stops(trained):
 def test_resume_continues_to_more_steps(trained, tmp_path):
     out, _ = trained
     (tmp_path / "ckpt.pt").write_bytes((out / "ckpt.pt").read_bytes())
-    proc = minigpt("train", "--resume", tmp_path / "ckpt.pt", "--max-iters", "40", "--out", tmp_path,
-                   "--sample-tokens", "0", "--no-progress")
+    proc = minigpt("train", "--resume", tmp_path / "ckpt.pt", "--max-iters", "40",
+                   "--sample-tokens", "0", "--no-progress")  # writes beside the checkpoint
     assert "resumed from" in proc.stdout and "at step 30" in proc.stdout
     assert load_checkpoint(tmp_path / "ckpt.pt").train_state["step"] == 40
+    assert (tmp_path / "loss.png").exists()
+    proc = minigpt("train", "--resume", tmp_path / "ckpt.pt", "--tokenizer", "bpe", check=False)
+    assert proc.returncode == 2 and "drop --tokenizer" in proc.stderr
 
 
 def test_bpe_and_cl100k_tokenizers(corpus_file, tmp_path):

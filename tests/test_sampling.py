@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from minigpt import generate, sample_text
-from minigpt.sampling import apply_penalties, next_token, top_k_filter, top_p_filter
+from minigpt.sampling import apply_penalties, generate_tokens, next_token, top_k_filter, top_p_filter
 
 NEG = float("-inf")
 
@@ -47,11 +47,14 @@ def test_temperature_zero_is_greedy_and_low_temperature_sharpens():
 @pytest.mark.parametrize("options, parameter", [
     (dict(temperature=-0.1), "temperature"), (dict(top_k=0), "top_k"), (dict(top_p=0.0), "top_p"),
     (dict(top_p=1.5), "top_p"), (dict(frequency_penalty=-1), "frequency_penalty"),
-    (dict(presence_penalty=-1), "presence_penalty"),
+    (dict(presence_penalty=-1), "presence_penalty"), (dict(temperature=float("nan")), "temperature"),
+    (dict(top_k=True), "top_k"), (dict(frequency_penalty=float("inf")), "frequency_penalty"),
 ])
 def test_bad_options_name_the_parameter(tiny_model, options, parameter):
     with pytest.raises(ValueError, match=parameter):
         generate(tiny_model, torch.zeros(1, 1, dtype=torch.long), 3, **options)
+    with pytest.raises(ValueError, match=parameter):  # at the call, before any token is asked for
+        generate_tokens(tiny_model, torch.zeros(1, 1, dtype=torch.long), 0, **options)
 
 
 def test_empty_prompt_is_refused(tiny_model, char_tokenizer):

@@ -77,6 +77,21 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path, tiny_con
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_stop_off_the_evaluation_schedule_resumes_to_the_same_history(tmp_path, tiny_config,
+                                                                     char_tokenizer, splits):
+    config = small_train_config(max_iters=30, eval_interval=10)
+    torch.manual_seed(0)
+    whole = Trainer(GPT(tiny_config), char_tokenizer, *splits, config, tmp_path / "a", progress=False).run()
+    torch.manual_seed(0)
+    first = Trainer(GPT(tiny_config), char_tokenizer, *splits, config, tmp_path / "b", progress=False)
+    assert [h["step"] for h in first.run(until=15).history] == [0, 10]  # saved at 15, not evaluated
+    second = Trainer(GPT(tiny_config), char_tokenizer, *splits, config, tmp_path / "b", progress=False)
+    second.resume(tmp_path / "b" / "ckpt.pt")
+    assert second.result.step == 15
+    resumed = second.run()
+    assert resumed.history == whole.history and resumed.train_losses == whole.train_losses
+
+
 def test_resume_with_dropout_is_exact(tmp_path, char_tokenizer, splits, tiny_config):
     tiny_config.dropout = 0.2
     config = small_train_config(max_iters=20, eval_interval=10)
