@@ -34,8 +34,9 @@ class _TargetFinder(importlib.abc.MetaPathFinder):
         if not EXERCISE_NAME.match(fullname):
             return None
         file = self.folder / f"{fullname}.py"
-        if not file.is_file():
-            return None
+        if not file.is_file():  # never fall back to another folder's copy (the stubs, say)
+            raise ModuleNotFoundError(f"{fullname}.py is not in the folder being graded, {self.folder}",
+                                      name=fullname)
         return importlib.util.spec_from_file_location(fullname, file)
 
 

@@ -240,3 +240,13 @@ def test_every_chapter_has_a_grader_and_three_to_five_exercises():
         api = _api(SOLUTIONS / name)
         exercises = [k for k in api if k != "<module>" and "." not in k]
         assert 3 <= len(exercises) <= 7, f"{name}: {exercises}"
+
+
+def test_a_target_missing_an_earlier_chapter_never_borrows_the_stubs(tmp_path):
+    """ex04 imports ex03: from the graded folder only, never from exercises/ behind it."""
+    target = _make_target(tmp_path / "partial")
+    (target / "ex03_attention.py").unlink()
+    run = _grade(["exercises/test_ex04_model.py", "--target", str(target)], tmp_path / "report.json")
+    assert run.returncode != 0
+    assert "ex03_attention.py is not in the folder being graded" in run.output
+    assert run.report["totals"]["passed"] == 0
