@@ -176,7 +176,8 @@ class Trainer:
         cfg, result = self.config, self.result
         until = cfg.max_iters if until is None else min(until, cfg.max_iters)
         bar = tqdm(total=cfg.max_iters, initial=result.step, disable=not (self.progress and
-                   is_main_process()), desc="training", unit="step", dynamic_ncols=True)
+                   is_main_process()), desc="training", unit="step", dynamic_ncols=True,
+                   mininterval=0.5)
         with _stop_on_ctrl_c() as stop, bar:
             while result.step < until and not stop.requested:
                 if result.step % cfg.eval_interval == 0:
