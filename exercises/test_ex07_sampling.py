@@ -1,6 +1,5 @@
 """Grader for chapter 7: exercises/ex07_sampling.py."""
 
-import math
 
 import pytest
 import torch

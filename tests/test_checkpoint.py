@@ -6,7 +6,7 @@ import textwrap
 import pytest
 import torch
 
-from minigpt import GPT, GPTConfig, CharTokenizer
+from minigpt import CharTokenizer
 from minigpt.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 
