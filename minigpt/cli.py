@@ -17,6 +17,8 @@ from typing import Sequence
 from minigpt.config import GPTConfig, TrainConfig
 
 # Defaults of `minigpt train`: the "baby GPT" that trains on a laptop CPU in a couple of minutes.
+# Defaults of the data options; None on the command line means "not given", so --resume can tell.
+DATA_DEFAULTS = {"tokenizer": "char", "vocab_size": 512, "val_fraction": 0.1, "out": "out"}
 MODEL_DEFAULTS = {"context_length": 64, "d_model": 128, "num_heads": 4, "num_blocks": 4, "dropout": 0.0}
 TRAIN_HELP = {
     "batch_size": "sequences per step", "max_iters": "optimizer steps in all",
@@ -53,11 +55,11 @@ def _add_train(p: argparse.ArgumentParser) -> None:
                    "text file [default: shakespeare, or the checkpoint's with --resume]")
     p.add_argument("--tokenizer", choices=["char", "bpe", "cl100k"], default=None,
                    help="characters, SentencePiece BPE trained on the corpus, or tiktoken "
-                   "cl100k_base [default: char]")
+                   f"cl100k_base [default: {DATA_DEFAULTS['tokenizer']}]")
     p.add_argument("--vocab-size", type=int, default=None, help="vocabulary size of --tokenizer bpe "
-                   "[default: 512]")
+                   f"[default: {DATA_DEFAULTS['vocab_size']}]")
     p.add_argument("--val-fraction", type=float, default=None, help="share of the corpus held out "
-                   "[default: 0.1]")
+                   f"[default: {DATA_DEFAULTS['val_fraction']}]")
     model = p.add_argument_group("model (GPTConfig)")
     for name, default in MODEL_DEFAULTS.items():
         kind = float if name == "dropout" else int
@@ -68,7 +70,8 @@ def _add_train(p: argparse.ArgumentParser) -> None:
         train.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=None,
                            help=f"{TRAIN_HELP[f.name]} [default: {f.default}]")
     p.add_argument("--out", default=None, help="folder for checkpoints (ckpt.pt, best.pt) and "
-                   "loss.png [default: out, or the checkpoint's folder with --resume]")
+                   f"loss.png [default: {DATA_DEFAULTS['out']}, or the checkpoint's folder with "
+                   "--resume]")
     p.add_argument("--resume", default=None, help="checkpoint to continue from; its model and "
                    "tokenizer are kept, options given here override its training settings")
     p.add_argument("--sample-tokens", type=int, default=300, help="tokens to sample at the end "
@@ -112,6 +115,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     train_options = _given(args, [f.name for f in fields(TrainConfig)])
     model_options = _given(args, list(MODEL_DEFAULTS))
+    data_options = {**DATA_DEFAULTS, **_given(args, list(DATA_DEFAULTS))}
     if args.resume is not None:
         saved = read_checkpoint(args.resume)
         state = saved.get("train_state") or {}
@@ -120,22 +124,22 @@ def run_train(args: argparse.Namespace) -> int:
             raise ValueError(f"--resume keeps the checkpoint's model and tokenizer; drop "
                              f"{', '.join('--' + n.replace('_', '-') for n in fixed)}")
         data_source = args.data or state.get("data", "shakespeare")
-        val_fraction = state.get("val_fraction", 0.1) if args.val_fraction is None else args.val_fraction
+        val_fraction = args.val_fraction if args.val_fraction is not None else state.get(
+            "val_fraction", DATA_DEFAULTS["val_fraction"])
         out_dir = args.out or str(Path(args.resume).parent)
         tokenizer = tokenizer_from_dict(saved["tokenizer"])
         model_config = GPTConfig.from_dict(saved["config"])
         train_config = TrainConfig.from_dict({**state.get("train_config", {}), **train_options})
     else:
         data_source = args.data or "shakespeare"
-        val_fraction = 0.1 if args.val_fraction is None else args.val_fraction
-        out_dir = args.out or "out"
+        val_fraction, out_dir = data_options["val_fraction"], data_options["out"]
         train_config = TrainConfig(**train_options)
         tokenizer = None
     text = load_text(data_source)
     if tokenizer is None:
-        kind = args.tokenizer or "char"
+        kind = data_options["tokenizer"]
         print(f"training a {kind} tokenizer on {len(text):,} characters ...")
-        tokenizer = train_tokenizer(kind, text, 512 if args.vocab_size is None else args.vocab_size)
+        tokenizer = train_tokenizer(kind, text, data_options["vocab_size"])
         model_config = GPTConfig(vocab_size=tokenizer.vocab_size, **{**MODEL_DEFAULTS, **model_options})
     data = encode_corpus(text, tokenizer)
     train_data, val_data = train_val_split(data, val_fraction)
