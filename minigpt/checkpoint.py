@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
@@ -26,6 +27,10 @@ from minigpt.tokenizers import Tokenizer, tokenizer_from_dict
 FORMAT_VERSION = 1
 _UMASK = os.umask(0o022)  # read once, at import: new files get 0o666 minus this
 os.umask(_UMASK)
+
+# A save writes `.<name>.<8 random characters>.tmp` beside its target (tempfile.mkstemp's names).
+_TEMP_SUFFIX = ".tmp"
+_TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}" + re.escape(_TEMP_SUFFIX))
 
 
 class CheckpointError(ValueError):
@@ -57,7 +62,7 @@ def save_checkpoint(path: str | Path, model: GPT, tokenizer: Tokenizer,
         "train_state": train_state or {},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             if hasattr(os, "fchmod"):  # mkstemp makes the file private; a checkpoint is a normal file
@@ -71,6 +76,24 @@ def save_checkpoint(path: str | Path, model: GPT, tokenizer: Tokenizer,
         Path(tmp_name).unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_stale_temp_files(folder: str | Path) -> list[Path]:
+    """Delete the temporary files that interrupted saves (a kill mid-save) left in `folder`.
+
+    Only plain files named the way `save_checkpoint` names its temporary files are removed, and only
+    directly in `folder`. Call it at the start of a run, while no other process saves there (a temp
+    file of a save in progress would be taken away from it). Returns the paths removed.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for entry in sorted(folder.iterdir()):
+        if _TEMP_NAME.fullmatch(entry.name) and entry.is_file() and not entry.is_symlink():
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
 
 
 def _fsync_folder(folder: Path) -> None:

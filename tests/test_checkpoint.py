@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from minigpt import CharTokenizer
-from minigpt.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from minigpt.checkpoint import (CheckpointError, load_checkpoint, remove_stale_temp_files,
+                                save_checkpoint)
 
 
 def test_round_trip(tmp_path, tiny_model, char_tokenizer):
@@ -115,3 +116,26 @@ def test_saved_file_follows_the_umask(tmp_path, tiny_model, char_tokenizer):
 
     path = save_checkpoint(tmp_path / "ckpt.pt", tiny_model, char_tokenizer)
     assert path.stat().st_mode & 0o777 == 0o666 & ~checkpoint._UMASK
+
+
+def test_remove_stale_temp_files_takes_only_our_leftovers(tmp_path, tiny_model, char_tokenizer):
+    save_checkpoint(tmp_path / "ckpt.pt", tiny_model, char_tokenizer)
+    stale = [tmp_path / ".ckpt.pt.k2_x9abq.tmp", tmp_path / ".best.pt.a1b2c3d4.tmp"]
+    others = {".ckpt.pt.tmp": b"a", "ckpt.pt.abcdefgh.tmp": b"b", ".notes.txt": b"c",
+              ".ckpt.pt.ABCDEFGH.tmp": b"d", ".ckpt.pt.abcdefgh.tmp.bak": b"e"}
+    for path in stale:
+        path.write_bytes(b"PK half a checkpoint")
+    for name, data in others.items():
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / ".x.pt.abcdefgh.tmp").mkdir()  # a folder of that name is not ours to remove
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / ".ckpt.pt.abcdefgh.tmp").write_bytes(b"elsewhere")
+
+    assert sorted(remove_stale_temp_files(tmp_path)) == sorted(stale)
+    assert not any(path.exists() for path in stale)
+    assert all((tmp_path / name).read_bytes() == data for name, data in others.items())
+    assert (tmp_path / "sub" / ".ckpt.pt.abcdefgh.tmp").exists()
+    assert (tmp_path / ".x.pt.abcdefgh.tmp").is_dir()
+    assert load_checkpoint(tmp_path / "ckpt.pt").config == tiny_model.config
+    assert remove_stale_temp_files(tmp_path) == []
+    assert remove_stale_temp_files(tmp_path / "not-there") == []
