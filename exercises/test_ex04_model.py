@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from _cases import SNAPSHOT_CASES, TINY_GPT
 from _grading import (assert_close, assert_number, assert_param_names, assert_tensor, check,
-                      fill_parameters, load_snapshot)
+                      fill_parameters, load_snapshot, SNAPSHOT_ATOL, SNAPSHOT_RTOL)
 
 SNAPSHOT = load_snapshot("ex04_model")
 
@@ -100,8 +100,9 @@ def test_tinygpt_matches_reference(ex):
     expected = SNAPSHOT["tinygpt_output"]
     hint = " (token + position embeddings, the blocks, ln_f, lm_head; parameters set by name)"
     assert_close(got["logits"], torch.tensor(expected["logits"]), "logits of the tiny model" + hint,
-                 atol=1e-4, rtol=1e-4)
-    assert_number(got["loss"], expected["loss"], "loss of the tiny model", atol=1e-4, rtol=1e-4)
+                 atol=SNAPSHOT_ATOL, rtol=SNAPSHOT_RTOL)
+    assert_number(got["loss"], expected["loss"], "loss of the tiny model",
+                  atol=SNAPSHOT_ATOL, rtol=SNAPSHOT_RTOL)
 
 
 @pytest.mark.points(2)
