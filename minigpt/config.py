@@ -1,24 +1,136 @@
-"""The two sets of knobs of the course: the model's shape and the training run's settings.
+"""The knobs of the course: the model's shape, the training run's settings, the sampling options.
 
-Both are plain dataclasses that check themselves when built, so a bad value fails at once with a
-message naming the parameter, instead of deep inside torch later on. They turn into plain dicts and
-back, which is how a checkpoint stores them.
+Each is a plain dataclass that checks itself when built, so a bad value fails at once with a
+message naming the parameter, instead of deep inside torch later on. Every field says, next to its
+default, what it means and which values it allows (`knob(...)`); the checks, the `minigpt`
+command's options and their help text are all made from that one description, so a default or a
+range is written once. The configs turn into plain dicts and back, which is how a checkpoint
+stores them.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+import math
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any, Sequence
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed numbers: `low` and `high` are bounds (None: none), included unless `*_open`."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        if self.high is not None and (value >= self.high if self.high_open else value > self.high):
+            return False
+        return True
+
+    def __str__(self) -> str:
+        low, high = _number(self.low), _number(self.high)
+        if self.low is not None and self.high is not None:
+            return f"in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {low}"
+        if self.high is not None:
+            return f"{'<' if self.high_open else '<='} {high}"
+        return ""
+
+
+def _number(value: float | None) -> str:
+    """1e-3 as '0.001', 2**63 - 1 in full: a bound as a reader would type it."""
+    return str(value) if isinstance(value, int) or value is None else f"{value:g}"
+
+
+class ConfigError(ValueError):
+    """A config value that is not allowed; `name` is the field, so the CLI can name its option."""
+
+    def __init__(self, name: str, allowed: str, value: Any):
+        self.name, self.allowed, self.value = name, allowed, value
+        super().__init__(f"{name} must be {allowed}, got {value!r}")
+
+
+def knob(default: Any, help: str, *, low: float | None = None, high: float | None = None,
+         low_open: bool = False, high_open: bool = False, choices: Sequence[str] | None = None,
+         allowed: str | None = None, option: bool = True) -> Any:
+    """A config field with its meaning and allowed values; `option=False` keeps it off the CLI.
+
+    `allowed` words the allowed values where a range or choices cannot (the check is then the
+    config's own, in its __post_init__).
+    """
+    metadata = {"help": help, "range": Range(low, high, low_open, high_open),
+                "choices": tuple(choices) if choices is not None else None, "allowed": allowed,
+                "option": option}
+    return field(default=default, metadata=metadata)
+
+
+def field_kind(f) -> tuple[str, bool]:
+    """The base type of a field ('int', 'float', 'str' or 'bool') and whether None is allowed."""
+    annotation = f.type if isinstance(f.type, str) else f.type.__name__
+    parts = [part.strip() for part in annotation.split("|")]
+    return parts[0], "None" in parts[1:]
+
+
+def describe(f) -> str:
+    """What a field allows, in words: 'a whole number >= 1', 'a finite number in (0, 1]', ..."""
+    kind, optional = field_kind(f)
+    if f.metadata.get("allowed"):
+        allowed = f.metadata["allowed"]
+    elif f.metadata.get("choices"):
+        allowed = "one of " + ", ".join(f.metadata["choices"])
+    else:
+        noun = {"int": "a whole number", "float": "a finite number", "str": "a string",
+                "bool": "True or False"}[kind]
+        limits = f.metadata.get("range", Range())
+        allowed = f"{noun} {limits}" if kind in ("int", "float") and str(limits) else noun
+    return allowed + (" (or None)" if optional else "")
+
+
+def check_value(f, value: Any) -> None:
+    """Raise ConfigError unless `value` has the field's type and lies in its range or choices.
+
+    Booleans are not numbers here (True is not a batch size), and a number must be finite.
+    """
+    kind, optional = field_kind(f)
+    if value is None and optional:
+        return
+    if kind == "bool":
+        ok = isinstance(value, bool)
+    elif kind == "str":
+        ok = isinstance(value, str) and value in (f.metadata.get("choices") or (value,))
+    else:
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = (is_number and (kind == "float" or isinstance(value, int)) and math.isfinite(value)
+              and value in f.metadata.get("range", Range()))
+    if not ok:
+        raise ConfigError(f.name, describe(f), value)
+
+
+def check_fields(config: Any) -> None:
+    """Check every field of a config dataclass against its `knob` description."""
+    for f in fields(config):
+        check_value(f, getattr(config, f.name))
+
+
+def field_default(f) -> Any:
+    return None if f.default is MISSING else f.default
 
 
 def _require(condition: bool, name: str, allowed: str, value: Any) -> None:
-    """Raise a ValueError naming `name`, what is allowed and what was given, unless `condition`."""
+    """Raise a ConfigError naming `name`, what is allowed and what was given, unless `condition`."""
     if not condition:
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+        raise ConfigError(name, allowed, value)
 
 
 def _from_dict(cls, values: dict[str, Any]):
     """Build a config from a dict, refusing keys the config does not know."""
+    if not isinstance(values, dict):
+        raise ValueError(f"a {cls.__name__} needs a dict of its fields, got {type(values).__name__}")
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
@@ -30,23 +142,20 @@ def _from_dict(cls, values: dict[str, Any]):
 class GPTConfig:
     """The shape of a GPT: how many tokens it knows, how far back it looks, how wide and deep it is."""
 
-    vocab_size: int
-    context_length: int = 64
-    d_model: int = 128
-    num_heads: int = 4
-    num_blocks: int = 4
-    dropout: float = 0.0
-    bias: bool = True
+    vocab_size: int = knob(MISSING, "tokens the model knows (set by the tokenizer)", low=1,
+                           option=False)
+    context_length: int = knob(64, "tokens the model sees at once", low=1)
+    d_model: int = knob(128, "width of the residual stream", low=1)
+    num_heads: int = knob(4, "attention heads per block (must divide d_model)", low=1)
+    num_blocks: int = knob(4, "transformer blocks", low=1)
+    dropout: float = knob(0.0, "dropout probability", low=0.0, high=1.0, high_open=True)
+    bias: bool = knob(True, "biases in the linear layers and layer norms")
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "context_length", "d_model", "num_heads", "num_blocks"):
-            value = getattr(self, name)
-            _require(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-                     name, "a whole number >= 1", value)
+        check_fields(self)
         _require(self.d_model % self.num_heads == 0, "d_model",
                  f"divisible by num_heads={self.num_heads} (each head gets d_model // num_heads "
                  "dimensions)", self.d_model)
-        _require(0.0 <= self.dropout < 1.0, "dropout", "in [0, 1)", self.dropout)
 
     @property
     def head_size(self) -> int:
@@ -60,41 +169,45 @@ class GPTConfig:
         return _from_dict(cls, values)
 
 
+DEVICES = "one of auto, cpu, cuda, cuda:N, mps"
+SEED_RANGE = dict(low=0, high=2**32 - 1)
+
+
 @dataclass
 class TrainConfig:
-    """How to train: batch shape, schedule, optimiser, evaluation and checkpoint cadence."""
+    """How to train: batch shape, schedule, optimiser, evaluation and checkpoint cadence.
 
-    batch_size: int = 12
-    max_iters: int = 2000
-    learning_rate: float = 1e-3
-    min_lr: float = 1e-4
-    warmup_iters: int = 100
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.99
-    grad_clip: float = 1.0
-    eval_interval: int = 250
-    eval_iters: int = 20
-    checkpoint_interval: int = 0  # 0: only at evaluations and at the end
-    seed: int = 1337
-    device: str = "auto"
+    The learning rate is capped at 1: AdamW moves each weight by about the learning rate per step,
+    so above 1 every step is larger than the weights themselves (useful rates are near 1e-3). The
+    weight decay is capped at 1 so that learning_rate * weight_decay <= 1: the decay shrinks a
+    weight, it never flips its sign.
+    """
+
+    batch_size: int = knob(12, "sequences per step", low=1)
+    max_iters: int = knob(2000, "optimizer steps in all", low=1)
+    learning_rate: float = knob(1e-3, "peak learning rate, reached after warm-up", low=0.0,
+                                low_open=True, high=1.0)
+    min_lr: float = knob(1e-4, "learning rate at the end of the cosine decay (<= learning_rate)",
+                         low=0.0, high=1.0)
+    warmup_iters: int = knob(100, "steps of linear warm-up", low=0)
+    weight_decay: float = knob(0.1, "AdamW weight decay (matrices only)", low=0.0, high=1.0)
+    beta1: float = knob(0.9, "AdamW beta1", low=0.0, high=1.0, high_open=True)
+    beta2: float = knob(0.99, "AdamW beta2", low=0.0, high=1.0, high_open=True)
+    grad_clip: float = knob(1.0, "clip the gradient norm (0: off)", low=0.0)
+    eval_interval: int = knob(250, "steps between loss estimates and checkpoints", low=1)
+    eval_iters: int = knob(20, "batches per loss estimate", low=1)
+    checkpoint_interval: int = knob(0, "also save every N steps (0: only at evaluations)", low=0)
+    seed: int = knob(1337, "random seed (same seed, same numbers on CPU)", **SEED_RANGE)
+    device: str = knob("auto", "where to train; auto picks CUDA, then MPS, then the CPU",
+                       allowed=DEVICES)
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "max_iters", "eval_interval", "eval_iters"):
-            value = getattr(self, name)
-            _require(isinstance(value, int) and value >= 1, name, "a whole number >= 1", value)
-        for name in ("warmup_iters", "checkpoint_interval"):
-            value = getattr(self, name)
-            _require(isinstance(value, int) and value >= 0, name, "a whole number >= 0", value)
-        _require(self.learning_rate > 0, "learning_rate", "> 0", self.learning_rate)
-        _require(0 <= self.min_lr <= self.learning_rate, "min_lr",
+        check_fields(self)
+        _require(self.min_lr <= self.learning_rate, "min_lr",
                  f"in [0, learning_rate={self.learning_rate}]", self.min_lr)
-        _require(self.weight_decay >= 0, "weight_decay", ">= 0", self.weight_decay)
-        _require(0 <= self.beta1 < 1, "beta1", "in [0, 1)", self.beta1)
-        _require(0 <= self.beta2 < 1, "beta2", "in [0, 1)", self.beta2)
-        _require(self.grad_clip >= 0, "grad_clip", ">= 0 (0 turns clipping off)", self.grad_clip)
-        _require(self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:"),
-                 "device", "one of auto, cpu, cuda, cuda:N, mps", self.device)
+        _require(self.device in ("auto", "cpu", "cuda", "mps") or (
+                 self.device.startswith("cuda:") and self.device[5:].isdigit()),
+                 "device", DEVICES, self.device)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,3 +215,31 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
         return _from_dict(cls, values)
+
+
+@dataclass
+class SampleConfig:
+    """How to sample: how much text, and how to pick each next token.
+
+    Penalties and temperature are capped at 100: logits are rarely larger than a few tens, so 100
+    already forbids every repeat (or flattens every choice); larger values only risk overflow.
+    """
+
+    max_new_tokens: int = knob(500, "tokens to generate per sample", low=0)
+    num_samples: int = knob(1, "how many samples", low=1)
+    temperature: float = knob(0.8, "0 is greedy; below 1 sharpens, above 1 flattens", low=0.0,
+                              high=100.0)
+    top_k: int | None = knob(None, "keep the k most likely tokens", low=1)
+    top_p: float | None = knob(None, "keep the most likely tokens whose probabilities add up to p",
+                               low=0.0, low_open=True, high=1.0)
+    frequency_penalty: float = knob(0.0, "lower a token's logit by this much per repetition",
+                                    low=0.0, high=100.0)
+    presence_penalty: float = knob(0.0, "lower a token's logit by this much once it appeared",
+                                   low=0.0, high=100.0)
+    seed: int | None = knob(None, "random seed for reproducible samples", **SEED_RANGE)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        # A tiny temperature divides the logits into infinities; 0.01 is already as good as greedy.
+        _require(self.temperature == 0 or self.temperature >= 0.01, "temperature",
+                 "0 (greedy) or in [0.01, 100]", self.temperature)
