@@ -18,10 +18,13 @@ Each can be turned into a small JSON-able dict (`to_dict`) and rebuilt from it
 from __future__ import annotations
 
 import base64
+import binascii
 import io
 import json
+import operator
+import re
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Iterator, Protocol, runtime_checkable
 
 
 @runtime_checkable
@@ -104,8 +107,20 @@ class BPETokenizer(_Saveable):
     def __init__(self, model_proto: bytes):
         import sentencepiece as spm
 
+        if not isinstance(model_proto, bytes):
+            raise ValueError(f"model_proto must be the bytes of a SentencePiece model, got "
+                             f"{type(model_proto).__name__}")
+        try:
+            self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
+        except RuntimeError:  # sentencepiece's own message is a C++ source line
+            self._sp = None
+        if self._sp is None or self._sp.get_piece_size() == 0:
+            raise ValueError(f"model_proto is not a SentencePiece model ({len(model_proto)} bytes "
+                             f"that do not parse as one)")
+        if sum(map(self._sp.is_byte, range(self._sp.get_piece_size()))) != 256:
+            raise ValueError("model_proto is a SentencePiece model without byte fallback (its 256 "
+                             "byte pieces), so some text would not round-trip exactly")
         self.model_proto = model_proto
-        self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
 
     @classmethod
     def train(cls, text: str, vocab_size: int = 512) -> "BPETokenizer":
@@ -122,15 +137,22 @@ class BPETokenizer(_Saveable):
         model = io.BytesIO()
         try:
             spm.SentencePieceTrainer.train(
-                sentence_iterator=iter(text.split("\n\n")), model_writer=model,
+                sentence_iterator=_training_sentences(text), model_writer=model,
                 model_type="bpe", vocab_size=vocab_size, character_coverage=1.0,
                 byte_fallback=True, normalization_rule_name="identity", add_dummy_prefix=False,
                 remove_extra_whitespaces=False, allow_whitespace_only_pieces=True,
                 user_defined_symbols=["\n"], input_sentence_size=0, shuffle_input_sentence=False,
                 num_threads=1, unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1,
-                max_sentence_length=1 << 20, minloglevel=2,
+                max_sentence_length=_MAX_SENTENCE_BYTES, minloglevel=2,
             )
         except RuntimeError as error:
+            if "sentences_.empty()" in str(error):
+                raise ValueError("text has nothing to learn pieces from: it holds only line "
+                                 "breaks") from None
+            most = re.search(r"value <= (\d+)", str(error))  # "Vocabulary size too high"
+            if most:
+                raise ValueError(f"vocab_size must be <= {most.group(1)} for this text (it has too "
+                                 f"few distinct pieces for more), got {vocab_size}") from None
             raise ValueError(f"vocab_size={vocab_size} does not fit this text: {error}") from None
         return cls(model.getvalue())
 
@@ -151,6 +173,44 @@ class BPETokenizer(_Saveable):
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "model": base64.b64encode(self.model_proto).decode("ascii")}
+
+
+# SentencePiece silently skips training "sentences" longer than this many UTF-8 bytes.
+_MAX_SENTENCE_BYTES = 1 << 20
+
+
+def _training_sentences(text: str) -> Iterator[str]:
+    """The text as SentencePiece's training sentences: its paragraphs, long ones cut into pieces.
+
+    Paragraphs (split at blank lines) keep the pieces learnt the same as always. One longer than
+    SentencePiece accepts (a file without blank lines, one huge line) is cut just before a
+    whitespace character where there is one, so that words stay whole. Only training sees the
+    cuts: `encode` and `decode` always work on the whole text.
+    """
+    max_chars = _MAX_SENTENCE_BYTES // 4  # a character is at most 4 UTF-8 bytes
+    for paragraph in text.split("\n\n"):
+        if len(paragraph.encode("utf-8")) <= _MAX_SENTENCE_BYTES:
+            yield paragraph
+            continue
+        start = 0
+        while start < len(paragraph):
+            end = min(start + max_chars, len(paragraph))
+            if end < len(paragraph):
+                space = _last_space(paragraph, start + max_chars // 2, end)
+                end = space if space is not None else end
+            yield paragraph[start:end]
+            start = end
+
+
+def _last_space(text: str, lo: int, hi: int) -> int | None:
+    """Index of the last whitespace character in text[lo:hi] that follows a non-space, or None."""
+    match = None
+    for match in _SPACE_AFTER_WORD.finditer(text, lo, hi):
+        pass
+    return match.start() + 1 if match else None
+
+
+_SPACE_AFTER_WORD = re.compile(r"\S\s")
 
 
 class TiktokenTokenizer(_Saveable):
@@ -202,12 +262,22 @@ def train_tokenizer(kind: str, text: str, vocab_size: int = 512) -> Tokenizer:
 
 
 def tokenizer_from_dict(state: dict[str, Any]) -> Tokenizer:
-    """Rebuild a tokenizer from what `to_dict` gave."""
+    """Rebuild a tokenizer from what `to_dict` gave; anything else is a ValueError saying what."""
     kind = state.get("kind") if isinstance(state, dict) else None
     if kind == "char":
-        return CharTokenizer(list(state["chars"]))
+        chars = state.get("chars")
+        if not (isinstance(chars, list) and all(isinstance(c, str) and len(c) == 1 for c in chars)):
+            raise ValueError("a char tokenizer's 'chars' must be a list of single characters")
+        return CharTokenizer(chars)
     if kind == "bpe":
-        return BPETokenizer(base64.b64decode(state["model"]))
+        model = state.get("model")
+        try:
+            proto = base64.b64decode(model, validate=True) if isinstance(model, str) else None
+        except binascii.Error:
+            proto = None
+        if proto is None:
+            raise ValueError("a bpe tokenizer's 'model' must be a SentencePiece model in base64 text")
+        return BPETokenizer(proto)
     if kind == "cl100k":
         return TiktokenTokenizer()
     raise ValueError(f"tokenizer kind must be one of {', '.join(TOKENIZER_KINDS)}, got {kind!r}")
@@ -226,6 +296,10 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
 def _check_ids(ids: list[int], vocab_size: int) -> None:
     """Refuse ids outside [0, vocab_size) with a message instead of an IndexError or garbage."""
     for position, token_id in enumerate(ids):
-        if not 0 <= int(token_id) < vocab_size:
-            raise ValueError(f"ids[{position}] = {int(token_id)} is not a token id: ids must be in "
-                             f"[0, {vocab_size})")
+        try:
+            value = None if isinstance(token_id, bool) else operator.index(token_id)
+        except TypeError:  # 1.5, "3", a float tensor: not a whole number
+            value = None
+        if value is None or not 0 <= value < vocab_size:
+            raise ValueError(f"ids[{position}] = {token_id!r} is not a token id: ids must be whole "
+                             f"numbers in [0, {vocab_size})")

@@ -1,5 +1,6 @@
 import pytest
 import tiktoken
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -106,3 +107,75 @@ def test_unknown_kind():
         train_tokenizer("wordpiece", "abc")
     with pytest.raises(ValueError, match="tokenizer kind"):
         tokenizer_from_dict({"kind": "wordpiece"})
+
+
+def test_decode_refuses_ids_that_are_not_whole_numbers(char_tokenizer):
+    for bad in (1.5, "3", True, None):
+        with pytest.raises(ValueError, match=r"ids\[0\] = .* must be whole numbers in \[0, "):
+            char_tokenizer.decode([bad])
+    assert char_tokenizer.decode([torch.tensor(1), 2]) == char_tokenizer.decode([1, 2])
+
+
+def test_bpe_trains_on_one_line_longer_than_sentencepiece_takes(corpus):
+    """SentencePiece drops "sentences" over 1 MiB; one such line used to leave it nothing to learn."""
+    words = corpus.split()
+    line = " ".join(words * (1_100_000 // len(" ".join(words)) + 1))
+    assert "\n" not in line and len(line.encode()) > 1 << 20
+    tok = BPETokenizer.train(line, vocab_size=400)
+    assert tok.vocab_size == 400
+    assert tok.decode(tok.encode(line)) == line
+    assert len(tok.encode(line[:5000])) < 0.8 * 5000  # merges were learnt from it
+
+
+def test_long_paragraphs_are_cut_at_whitespace_and_short_ones_kept():
+    from minigpt.tokenizers import _MAX_SENTENCE_BYTES, _training_sentences
+
+    long = ("word " * (_MAX_SENTENCE_BYTES // 5 + 1000)).strip()
+    text = "short one\nstill short\n\n" + long + "\n\ntail"
+    sentences = list(_training_sentences(text))
+    assert sentences[0] == "short one\nstill short" and sentences[-1] == "tail"
+    chunks = sentences[1:-1]
+    assert "".join(chunks) == long and len(chunks) > 1
+    assert all(len(c.encode()) <= _MAX_SENTENCE_BYTES for c in chunks)
+    assert all(c[0] == " " for c in chunks[1:])  # cut just before a space: words stay whole
+    no_spaces = "字" * (_MAX_SENTENCE_BYTES // 3 + 10)  # 3 bytes each, no whitespace to cut at
+    chunks = list(_training_sentences(no_spaces))
+    assert "".join(chunks) == no_spaces and all(len(c.encode()) <= _MAX_SENTENCE_BYTES for c in chunks)
+
+
+def test_bpe_text_errors_talk_about_the_text():
+    with pytest.raises(ValueError, match="nothing to learn pieces from: it holds only line breaks"):
+        BPETokenizer.train("\n\n\n\n", vocab_size=300)
+    with pytest.raises(ValueError, match=r"vocab_size must be <= 261 for this text.*got 300"):
+        BPETokenizer.train("   ", vocab_size=300)
+
+
+@pytest.mark.parametrize("state, message", [
+    ({"kind": "char", "chars": "abc"}, "list of single characters"),
+    ({"kind": "char", "chars": [1, 2]}, "list of single characters"),
+    ({"kind": "char", "chars": ["ab"]}, "list of single characters"),
+    ({"kind": "char", "chars": ["a", "a"]}, "distinct"),
+    ({"kind": "char", "chars": []}, "at least one character"),
+    ({"kind": "char"}, "list of single characters"),
+    ({"kind": "bpe", "model": 5}, "base64"),
+    ({"kind": "bpe", "model": "not base64!"}, "base64"),
+    ({"kind": "bpe", "model": "aGVsbG8gd29ybGQ="}, "not a SentencePiece model"),
+    ({"kind": "bpe", "model": ""}, "not a SentencePiece model"),
+    ({"kind": ["bpe"]}, "tokenizer kind"),
+    ([], "tokenizer kind"),
+])
+def test_malformed_tokenizer_dicts_are_named_value_errors(state, message):
+    with pytest.raises(ValueError, match=message):
+        tokenizer_from_dict(state)
+
+
+def test_bpe_model_without_byte_fallback_is_refused(corpus):
+    import io
+
+    import sentencepiece as spm
+
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(corpus.splitlines()), model_writer=model,
+                                   model_type="bpe", vocab_size=300, minloglevel=2)
+    with pytest.raises(ValueError, match="without byte fallback"):
+        BPETokenizer(model.getvalue())
