@@ -1,14 +1,17 @@
+import base64
 import os
+import struct
 import subprocess
 import sys
 import textwrap
+import zipfile
 
 import pytest
 import torch
 
-from minigpt import CharTokenizer
-from minigpt.checkpoint import (CheckpointError, load_checkpoint, remove_stale_temp_files,
-                                save_checkpoint)
+from minigpt import GPT, CharTokenizer, GPTConfig, TrainConfig
+from minigpt.checkpoint import (FORMAT_VERSION, CheckpointError, load_checkpoint, read_checkpoint,
+                                remove_stale_temp_files, save_checkpoint)
 
 
 def test_round_trip(tmp_path, tiny_model, char_tokenizer):
@@ -139,3 +142,217 @@ def test_remove_stale_temp_files_takes_only_our_leftovers(tmp_path, tiny_model, 
     assert load_checkpoint(tmp_path / "ckpt.pt").config == tiny_model.config
     assert remove_stale_temp_files(tmp_path) == []
     assert remove_stale_temp_files(tmp_path / "not-there") == []
+
+
+# -- integrity, field checks, format versions, nothing non-finite -------------------------------
+
+def _train_state() -> dict:
+    """A training state shaped like the trainer's, with one extra key of the caller's."""
+    return {"step": 20, "history": [{"step": 0, "train": 4.2, "val": 4.3, "lr": 0.0}],
+            "train_losses": [4.2, 3.9], "batch_rng": torch.Generator().get_state(),
+            "torch_rng": torch.get_rng_state(), "cuda_rng": [],
+            "train_config": TrainConfig().to_dict(), "data": "/abs/text.txt", "val_fraction": 0.1,
+            "note": {"written by": ["a caller", 1]}}
+
+
+@pytest.fixture(scope="module")
+def full_checkpoint_bytes(tmp_path_factory, char_tokenizer) -> bytes:
+    """A checkpoint with every field: model, tokenizer, optimizer with state, training state."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=char_tokenizer.vocab_size, context_length=16, d_model=32,
+                          num_heads=4, num_blocks=2))
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(torch.zeros(1, 4, dtype=torch.long), torch.zeros(1, 4, dtype=torch.long))[1].backward()
+    optimizer.step()  # so the optimizer has per-parameter state
+    path = tmp_path_factory.mktemp("full") / "ckpt.pt"
+    return save_checkpoint(path, model, char_tokenizer, optimizer, _train_state()).read_bytes()
+
+
+@pytest.fixture
+def full_checkpoint(tmp_path, full_checkpoint_bytes):
+    path = tmp_path / "ckpt.pt"
+    path.write_bytes(full_checkpoint_bytes)
+    return path
+
+
+def _rewrite(path, change) -> bytes:
+    """Apply `change` to the checkpoint's payload, write it back; the new bytes."""
+    payload = torch.load(path, weights_only=True)
+    change(payload)
+    torch.save(payload, path)
+    return path.read_bytes()
+
+
+def _refused(path, message: str) -> None:
+    """Loading fails with a CheckpointError matching `message`, and leaves the file as it was."""
+    before = path.read_bytes()
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match=message):
+        read_checkpoint(path)
+    assert path.read_bytes() == before
+
+
+def test_full_round_trip_keeps_the_training_state(full_checkpoint, tiny_model):
+    ckpt = load_checkpoint(full_checkpoint)
+    state = ckpt.train_state
+    assert state["step"] == 20 and state["history"] == _train_state()["history"]
+    assert torch.equal(state["batch_rng"], torch.Generator().get_state())
+    assert state["note"] == {"written by": ["a caller", 1]}  # a caller's own keys are kept
+    assert set(ckpt.optimizer_state["state"]) == set(range(len(list(tiny_model.parameters()))))
+    payload = read_checkpoint(full_checkpoint)
+    assert payload["format_version"] == FORMAT_VERSION == 2
+    assert payload["written_by"].startswith("minigpt ")
+
+
+def _flip_a_byte_inside(path, entry_suffix: str) -> None:
+    """Change one byte in the middle of a zip entry's data, leaving the archive's index alone."""
+    with zipfile.ZipFile(path) as archive:
+        info = next(i for i in archive.infolist() if i.filename.endswith(entry_suffix))
+    data = bytearray(path.read_bytes())
+    name_length, extra_length = struct.unpack("<HH", data[info.header_offset + 26:
+                                                          info.header_offset + 30])
+    start = info.header_offset + 30 + name_length + extra_length
+    data[start + info.file_size // 2] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("entry", ["/data/0", "/data.pkl"])
+def test_a_tampered_zip_entry_is_refused_as_corrupt(full_checkpoint, entry):
+    _flip_a_byte_inside(full_checkpoint, entry)
+    if entry == "/data/0":  # torch alone does not notice: it would load other weights silently
+        torch.load(full_checkpoint, weights_only=True)
+    _refused(full_checkpoint, rf"is corrupt: the data of '.*{entry}' does not match its checksum")
+
+
+def _set(path: str, value):
+    """A change to the payload: set the item at `path` ('a/b/0') to `value`."""
+    def change(payload):
+        *parents, last = path.split("/")
+        target = payload
+        for key in parents:
+            target = target[int(key) if isinstance(target, list) or key.isdigit() else key]
+        target[int(last) if isinstance(target, list) or last.isdigit() else last] = value
+    return change
+
+
+def _delete(path: str):
+    def change(payload):
+        *parents, last = path.split("/")
+        target = payload
+        for key in parents:
+            target = target[key]
+        del target[last]
+    return change
+
+
+BAD_FIELDS = [
+    (_set("written_by", 7), r"written_by must be a string, got 7"),
+    (_set("config", "big"), r"config: a GPTConfig needs a dict"),
+    (_set("config/d_model", "32"), r"config: d_model must be a whole number"),
+    (_set("config/bias", 1), r"config: bias must be True or False"),
+    (_set("config/flash", True), r"config: unknown GPTConfig field"),
+    (_set("tokenizer", {"kind": "bpe", "model": base64.b64encode(b"\x0a\x05hello").decode()}),
+     r"tokenizer: model_proto is not a SentencePiece model"),
+    (_set("tokenizer/chars", [1, 2]), r"tokenizer: .*'chars' must be a list of single characters"),
+    (_set("tokenizer", None), r"tokenizer: tokenizer kind must be one of"),
+    (_set("model", [1, 2]), r"model must be a dict of named tensors, got \[1, 2\]"),
+    (_delete("model/ln_f.weight"), r"model weights do not match: missing \['ln_f.weight'\]"),
+    (_set("model/ln_f.weight", [1.0] * 32), r"model\['ln_f.weight'\] must be a tensor of floating"),
+    (_set("model/ln_f.weight", torch.ones(32, dtype=torch.long)),
+     r"model\['ln_f.weight'\] must be a tensor of floating.*got a torch.int64 tensor"),
+    (_set("model/ln_f.weight", torch.full((32,), float("nan"))),
+     r"model\['ln_f.weight'\] holds NaN or infinite values"),
+    (_set("optimizer", "adam"), r"optimizer must be None or a dict of 'state' and 'param_groups'"),
+    (_set("optimizer/state", [1]), r"optimizer\['state'\] must be a dict of parameter index"),
+    (_set("optimizer/state/0/exp_avg", "zeros"), r"optimizer\['state'\]\[0\]\['exp_avg'\] must be"),
+    (_set("optimizer/state/0/exp_avg_sq", torch.full((3,), float("inf"))),
+     r"optimizer\['state'\]\[0\]\['exp_avg_sq'\] holds NaN or infinite values"),
+    (_set("optimizer/param_groups", {}), r"optimizer\['param_groups'\] must be a list of dicts"),
+    (_set("optimizer/param_groups/0/lr", "0.1"), r"\['param_groups'\]\[0\]\['lr'\] must be a num"),
+    (_set("optimizer/param_groups/0/params", ["w"]), r"\['params'\] must be a list of parameter"),
+    (_set("train_state", [1]), r"train_state must be a dict with string keys"),
+    (_set("train_state/step", "20"), r"train_state\['step'\] must be a whole number >= 0, got '20'"),
+    (_set("train_state/step", -1), r"train_state\['step'\] must be a whole number >= 0"),
+    (_set("train_state/step", True), r"train_state\['step'\] must be a whole number >= 0"),
+    (_set("train_state/history", [{"step": 0}]), r"train_state\['history'\] must be a list of"),
+    (_set("train_state/history", [{"step": 0, "val": "low"}]), r"train_state\['history'\] must"),
+    (_set("train_state/train_losses", [1.0, None]), r"train_state\['train_losses'\] must be a list"),
+    (_set("train_state/batch_rng", torch.zeros(5056)), r"train_state\['batch_rng'\] must be a rand"),
+    (_set("train_state/torch_rng", torch.zeros(7, dtype=torch.uint8)), r"\['torch_rng'\] must be"),
+    (_set("train_state/cuda_rng", [1]), r"train_state\['cuda_rng'\] must be a list of uint8"),
+    (_set("train_state/train_config", {"lr": 1}), r"train_state\['train_config'\] must be a dict"),
+    (_set("train_state/train_config/seed", [1]), r"train_state\['train_config'\] must be a dict"),
+    (_set("train_state/data", 5), r"train_state\['data'\] must be a string"),
+    (_set("train_state/val_fraction", "0.1"), r"train_state\['val_fraction'\] must be a number"),
+]
+
+
+@pytest.mark.parametrize("change, message", BAD_FIELDS)
+def test_every_field_is_checked_and_named(full_checkpoint, change, message):
+    _rewrite(full_checkpoint, change)
+    _refused(full_checkpoint, message)
+
+
+def test_a_config_that_would_need_terabytes_is_refused_without_allocating(full_checkpoint):
+    """The shapes are checked against the config on the 'meta' device, before any real model."""
+    _rewrite(full_checkpoint, lambda payload: payload["config"].update(d_model=2**24))
+    _refused(full_checkpoint, r"token_embedding.weight has shape \((\d+), 32\) in the file but "
+                              r"\(\1, 16777216\) in the model its config describes")
+
+
+def test_a_format_1_file_still_loads(tmp_path, tiny_model, char_tokenizer):
+    """Built the way minigpt 0.1.0 wrote checkpoints; upgraded in memory, left as it is on disk."""
+    optimizer = torch.optim.AdamW(tiny_model.parameters())
+    old = {"format_version": 1, "config": tiny_model.config.to_dict(),
+           "tokenizer": char_tokenizer.to_dict(),
+           "model": {k: v.detach().cpu() for k, v in tiny_model.state_dict().items()},
+           "optimizer": optimizer.state_dict(), "train_state": {"step": 3}}
+    path = tmp_path / "old.pt"
+    torch.save(old, path)
+    before = path.read_bytes()
+    payload = read_checkpoint(path)
+    assert payload["format_version"] == 2 and payload["written_by"] == "minigpt 0.1.0 (format 1)"
+    ckpt = load_checkpoint(path)
+    idx = torch.randint(tiny_model.config.vocab_size, (2, 8))
+    assert torch.equal(ckpt.model(idx)[0], tiny_model(idx)[0])
+    assert ckpt.train_state == {"step": 3} and path.read_bytes() == before
+
+
+@pytest.mark.parametrize("found, message", [
+    (3, r"format_version=3 \(written by minigpt 9.0\); this minigpt reads format_version=1 to 2; "
+        r"a newer minigpt wrote it: upgrade minigpt"),
+    ("2", r"format_version='2'.*reads format_version=1 to 2$"),
+    (True, r"format_version=True"), (0, r"format_version=0"),
+])
+def test_formats_this_minigpt_cannot_read(full_checkpoint, found, message):
+    _rewrite(full_checkpoint, lambda p: p.update(format_version=found, written_by="minigpt 9.0"))
+    _refused(full_checkpoint, message)
+
+
+@pytest.mark.parametrize("where", ["weight", "optimizer"])
+def test_non_finite_numbers_are_never_saved(tmp_path, tiny_model, char_tokenizer, where):
+    optimizer = torch.optim.AdamW(tiny_model.parameters())
+    path = save_checkpoint(tmp_path / "ckpt.pt", tiny_model, char_tokenizer, optimizer, {"step": 1})
+    before = path.read_bytes()
+    with torch.no_grad():
+        if where == "weight":
+            tiny_model.blocks[1].ffwd.up.weight[3, 4] = float("nan")
+            message = r"model weight 'blocks.1.ffwd.up.weight' holds NaN or infinite values"
+        else:
+            optimizer.state[tiny_model.ln_f.bias]["exp_avg"] = torch.full((32,), float("inf"))
+            message = r"optimizer state 'exp_avg' of 'ln_f.bias' holds NaN or infinite values"
+    with pytest.raises(ValueError, match=message + r".*nothing was written to"):
+        save_checkpoint(path, tiny_model, char_tokenizer, optimizer, {"step": 2})
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["ckpt.pt"]
+
+
+def test_a_training_state_that_would_not_load_is_not_saved(tmp_path, tiny_model, char_tokenizer):
+    with pytest.raises(ValueError, match=r"save_checkpoint: train_state\['step'\] must be a whole"):
+        save_checkpoint(tmp_path / "ckpt.pt", tiny_model, char_tokenizer, train_state={"step": 2.5})
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_folder_is_named(tmp_path):
+    with pytest.raises(CheckpointError, match="is a folder, not a checkpoint file"):
+        load_checkpoint(tmp_path)
