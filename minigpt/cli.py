@@ -1,161 +1,295 @@
 """The `minigpt` command: `minigpt train` on a text file, `minigpt sample` from a checkpoint.
 
-Options carry the same names as the configs (`--context-length` is GPTConfig.context_length,
-`--batch-size` is TrainConfig.batch_size, ...). Bad input ends with one line, 'minigpt: error: ...',
-naming the option and what it allows, and exit status 2.
+Every option is made from a config field (`--context-length` is GPTConfig.context_length,
+`--batch-size` is TrainConfig.batch_size, `--tokenizer` is DataConfig.tokenizer, `--top-p` is
+SampleConfig.top_p, ...): its type, allowed values, default and help are written once, in the
+config. `minigpt train` runs in two parts: `plan_run` checks everything that can be checked before
+any work (options, files, the run folder, the checkpoint to resume), then `execute` does the work.
+Bad input ends with one line, 'minigpt: error: ...', naming the option and what it allows, and exit
+status 2; nothing on disk is lost.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
-from minigpt.config import GPTConfig, TrainConfig
+import torch
 
-# Defaults of `minigpt train`: the "baby GPT" that trains on a laptop CPU in a couple of minutes.
-# Defaults of the data options; None on the command line means "not given", so --resume can tell.
-DATA_DEFAULTS = {"tokenizer": "char", "vocab_size": 512, "val_fraction": 0.1, "out": "out"}
-MODEL_DEFAULTS = {"context_length": 64, "d_model": 128, "num_heads": 4, "num_blocks": 4, "dropout": 0.0}
-TRAIN_HELP = {
-    "batch_size": "sequences per step", "max_iters": "optimizer steps in all",
-    "learning_rate": "peak learning rate, reached after warm-up",
-    "min_lr": "learning rate at the end of the cosine decay",
-    "warmup_iters": "steps of linear warm-up", "weight_decay": "AdamW weight decay (matrices only)",
-    "beta1": "AdamW beta1", "beta2": "AdamW beta2", "grad_clip": "clip the gradient norm (0: off)",
-    "eval_interval": "steps between loss estimates and checkpoints",
-    "eval_iters": "batches per loss estimate",
-    "checkpoint_interval": "also save every N steps (0: only at evaluations)",
-    "seed": "random seed (same seed, same numbers on CPU)",
-    "device": "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps",
-}
-MODEL_HELP = {
-    "context_length": "tokens the model sees at once", "d_model": "width of the residual stream",
-    "num_heads": "attention heads per block (must divide d_model)",
-    "num_blocks": "transformer blocks", "dropout": "dropout probability in [0, 1)",
-}
+from minigpt.checkpoint import (CheckpointError, load_checkpoint, read_checkpoint,
+                                remove_stale_temp_files)
+from minigpt.config import (ConfigError, GPTConfig, SampleConfig, TrainConfig, check_fields,
+                            describe, field_default, field_kind, knob)
+from minigpt.data import encode_corpus, load_text, train_val_split
+from minigpt.model import GPT
+from minigpt.plotting import plot_loss_curves, save_figure
+from minigpt.runfolder import RunLock, check_out_folder, existing_run
+from minigpt.sampling import sample_text
+from minigpt.tokenizers import TOKENIZER_KINDS, Tokenizer, tokenizer_from_dict, train_tokenizer
+from minigpt.train import Interrupted, Trainer, resolve_device, resumable_state
+
+
+@dataclass
+class DataConfig:
+    """What `minigpt train` reads and where it writes: the options beyond the model and training."""
+
+    data: str = knob("shakespeare", "'shakespeare' (built in) or the path of a UTF-8 text file; "
+                     "with --resume, the checkpoint's")
+    tokenizer: str = knob("char", "characters, SentencePiece BPE trained on the corpus, or "
+                          "tiktoken's cl100k_base", choices=TOKENIZER_KINDS)
+    vocab_size: int = knob(512, "vocabulary size of --tokenizer bpe", low=1)
+    val_fraction: float = knob(0.1, "share of the corpus held out for validation; with --resume, "
+                               "the checkpoint's", low=0.0, high=1.0, low_open=True, high_open=True)
+    out: str = knob("out", "folder for checkpoints (ckpt.pt, best.pt) and loss.png; with "
+                    "--resume, the checkpoint's folder")
+    sample_tokens: int = knob(300, "tokens to sample at the end (0: none)", low=0)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+# -- options made from the configs ----------------------------------------------------------------
+
+def option_name(name: str) -> str:
+    """The command-line spelling of a config field: learning_rate -> --learning-rate."""
+    return "--" + name.replace("_", "-")
+
+
+def _parser_for(kind: str):
+    """Turn the option's text into a value of the field's type, or say what was expected."""
+    def parse(text: str):
+        try:
+            return int(text) if kind == "int" else float(text)
+        except ValueError:
+            noun = "a whole number" if kind == "int" else "a number"
+            raise argparse.ArgumentTypeError(f"must be {noun}, got {text!r}") from None
+    return parse
+
+
+def add_config_options(group, config_class) -> None:
+    """One option per field of `config_class`; default None means "not given" (see `_given`)."""
+    for f in fields(config_class):
+        if not f.metadata.get("option", True):
+            continue
+        kind, _ = field_kind(f)
+        allowed = f"; {describe(f)}" if kind in ("int", "float") else ""  # argparse lists choices
+        help_text = f"{f.metadata['help']}{allowed} [default: {field_default(f)}]"
+        if kind == "bool":
+            group.add_argument(option_name(f.name), action=argparse.BooleanOptionalAction,
+                               default=None, help=help_text)
+        else:
+            group.add_argument(option_name(f.name), default=None, help=help_text,
+                               type=str if kind == "str" else _parser_for(kind),
+                               choices=f.metadata.get("choices"))
+
+
+def option_names(config_class) -> list[str]:
+    return [f.name for f in fields(config_class) if f.metadata.get("option", True)]
+
+
+def _given(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
+    """The options among `names` that the user actually gave."""
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        """One line, like every other error of the command (argparse would print the usage too)."""
+        self.exit(2, f"minigpt: error: {message} (see '{self.prog} --help')\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="minigpt", description="Train a small GPT on text, and "
-                                     "sample from it.")
+    parser = _Parser(prog="minigpt", description="Train a small GPT on text, and sample from it.")
     commands = parser.add_subparsers(dest="command", required=True)
-    _add_train(commands.add_parser("train", help="train a model on a text corpus",
-                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter))
-    _add_sample(commands.add_parser("sample", help="generate text from a checkpoint",
-                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter))
+    _add_train(commands.add_parser("train", help="train a model on a text corpus"))
+    _add_sample(commands.add_parser("sample", help="generate text from a checkpoint"))
     return parser
 
 
 def _add_train(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default=None, help="'shakespeare' (built in) or the path of a UTF-8 "
-                   "text file [default: shakespeare, or the checkpoint's with --resume]")
-    p.add_argument("--tokenizer", choices=["char", "bpe", "cl100k"], default=None,
-                   help="characters, SentencePiece BPE trained on the corpus, or tiktoken "
-                   f"cl100k_base [default: {DATA_DEFAULTS['tokenizer']}]")
-    p.add_argument("--vocab-size", type=int, default=None, help="vocabulary size of --tokenizer bpe "
-                   f"[default: {DATA_DEFAULTS['vocab_size']}]")
-    p.add_argument("--val-fraction", type=float, default=None, help="share of the corpus held out "
-                   f"[default: {DATA_DEFAULTS['val_fraction']}]")
-    model = p.add_argument_group("model (GPTConfig)")
-    for name, default in MODEL_DEFAULTS.items():
-        kind = float if name == "dropout" else int
-        model.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
-                           help=f"{MODEL_HELP[name]} [default: {default}]")
-    train = p.add_argument_group("training (TrainConfig)")
-    for f in fields(TrainConfig):
-        train.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=None,
-                           help=f"{TRAIN_HELP[f.name]} [default: {f.default}]")
-    p.add_argument("--out", default=None, help="folder for checkpoints (ckpt.pt, best.pt) and "
-                   f"loss.png [default: {DATA_DEFAULTS['out']}, or the checkpoint's folder with "
-                   "--resume]")
+    add_config_options(p.add_argument_group("data and output (DataConfig)"), DataConfig)
+    add_config_options(p.add_argument_group("model (GPTConfig)"), GPTConfig)
+    add_config_options(p.add_argument_group("training (TrainConfig)"), TrainConfig)
     p.add_argument("--resume", default=None, help="checkpoint to continue from; its model and "
                    "tokenizer are kept, options given here override its training settings")
-    p.add_argument("--sample-tokens", type=int, default=300, help="tokens to sample at the end "
-                   "(0: none)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in --out "
+                   "(without it, a folder holding ckpt.pt or best.pt is refused)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (there is none "
+                   "when the output is not a terminal: one line per evaluation instead)")
 
 
 def _add_sample(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", default="out/ckpt.pt", help="checkpoint written by minigpt train")
-    p.add_argument("--prompt", default="\n", help="text to continue")
-    p.add_argument("--max-new-tokens", type=int, default=500, help="tokens to generate per sample")
-    p.add_argument("--num-samples", type=int, default=1, help="how many samples")
-    p.add_argument("--temperature", type=float, default=0.8, help=">= 0; 0 is greedy")
-    p.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens (>= 1)")
-    p.add_argument("--top-p", type=float, default=None, help="keep the most likely tokens whose "
-                   "probabilities add up to p, in (0, 1]")
-    p.add_argument("--frequency-penalty", type=float, default=0.0, help=">= 0, per repetition")
-    p.add_argument("--presence-penalty", type=float, default=0.0, help=">= 0, once a token appeared")
+    p.add_argument("--checkpoint", default="out/ckpt.pt", help="checkpoint written by minigpt "
+                   "train [default: out/ckpt.pt]")
+    p.add_argument("--prompt", default=None, help="text to continue [default: a new line, or the "
+                   "first character of the training text when the vocabulary has no new line]")
+    add_config_options(p.add_argument_group("sampling (SampleConfig)"), SampleConfig)
     p.add_argument("--stop", action="append", default=None, help="stop at this string (repeatable)")
-    p.add_argument("--seed", type=int, default=None, help="random seed for reproducible samples")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps "
+                   "[default: auto]")
     p.add_argument("--no-cache", action="store_true", help="recompute the whole context each step "
                    "(the plain loop, slower)")
 
 
-def _given(args: argparse.Namespace, names: Sequence[str]) -> dict:
-    """The options among `names` that the user actually gave."""
-    return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+# -- minigpt train: every check first ------------------------------------------------------------
+
+@dataclass
+class RunPlan:
+    """A checked `minigpt train` run: nothing in it can fail for a reason known before the work."""
+
+    data: str                                  # 'shakespeare' or an absolute path
+    text: str                                  # the corpus, read and checked (UTF-8, not empty)
+    data_config: DataConfig
+    train_config: TrainConfig
+    model_options: dict[str, Any]              # the GPTConfig fields given (a new run)
+    out: Path
+    replace: list[str]                         # the earlier run's checkpoints --overwrite removes
+    progress: bool
+    resume: Path | None = None
+    saved: dict[str, Any] | None = None        # the checkpoint to resume, as read_checkpoint gave it
 
 
-def run_train(args: argparse.Namespace) -> int:
-    import torch
+def _check_is_file(path: str | Path, option: str) -> None:
+    if Path(path).is_dir():
+        raise ValueError(f"{option} {str(path)!r} is a folder, not a file; give the path of a file")
 
-    from minigpt.checkpoint import read_checkpoint
-    from minigpt.data import encode_corpus, load_text, train_val_split
-    from minigpt.model import GPT
-    from minigpt.plotting import plot_loss_curves, save_figure
-    from minigpt.sampling import sample_text
-    from minigpt.tokenizers import tokenizer_from_dict, train_tokenizer
-    from minigpt.train import Trainer
 
-    train_options = _given(args, [f.name for f in fields(TrainConfig)])
-    model_options = _given(args, list(MODEL_DEFAULTS))
-    data_options = {**DATA_DEFAULTS, **_given(args, list(DATA_DEFAULTS))}
-    if args.resume is not None:
-        saved = read_checkpoint(args.resume)
-        state = saved.get("train_state") or {}
-        fixed = [*model_options, *_given(args, ["tokenizer", "vocab_size"])]
+def _checked_data(source: str, option: str) -> str:
+    """'shakespeare', or the absolute path of an existing file (so a resume finds it from anywhere)."""
+    if source == "shakespeare":
+        return source
+    _check_is_file(source, option)
+    if not Path(source).is_file():
+        raise ValueError(f"{option}: no such file {source!r} (give a UTF-8 text file or "
+                         f"'shakespeare')")
+    return str(Path(source).resolve())
+
+
+def plan_run(args: argparse.Namespace) -> RunPlan:
+    """Check every option, file and folder of a `minigpt train` run, before any work is done."""
+    given_data = _given(args, option_names(DataConfig))
+    given_model = _given(args, option_names(GPTConfig))
+    given_train = _given(args, option_names(TrainConfig))
+    data_config = DataConfig(**given_data)
+    if "vocab_size" in given_data and data_config.tokenizer != "bpe":
+        raise ValueError(f"--vocab-size applies only to --tokenizer bpe; the {data_config.tokenizer} "
+                         f"tokenizer's vocabulary comes from "
+                         f"{'the text' if data_config.tokenizer == 'char' else 'tiktoken'}")
+    resume = saved = None
+    if args.resume is None:
+        GPTConfig(vocab_size=1, **given_model)  # checks the model options; the tokenizer sets vocab_size
+        train_config = TrainConfig(**given_train)
+        data = _checked_data(data_config.data, "--data")
+        out = Path(data_config.out)
+    else:
+        fixed = [*given_model, *(n for n in ("tokenizer", "vocab_size") if n in given_data)]
         if fixed:
             raise ValueError(f"--resume keeps the checkpoint's model and tokenizer; drop "
-                             f"{', '.join('--' + n.replace('_', '-') for n in fixed)}")
-        data_source = args.data or state.get("data", "shakespeare")
-        val_fraction = args.val_fraction if args.val_fraction is not None else state.get(
-            "val_fraction", DATA_DEFAULTS["val_fraction"])
-        out_dir = args.out or str(Path(args.resume).parent)
-        tokenizer = tokenizer_from_dict(saved["tokenizer"])
-        model_config = GPTConfig.from_dict(saved["config"])
-        train_config = TrainConfig.from_dict({**state.get("train_config", {}), **train_options})
+                             f"{', '.join(option_name(n) for n in fixed)}")
+        _check_is_file(args.resume, "--resume")
+        resume = Path(args.resume)
+        saved = read_checkpoint(resume)
+        state = resumable_state(saved, resume)
+        train_config = _resumed_train_config(state, given_train, resume)
+        if train_config.max_iters <= state["step"]:
+            raise ValueError(f"--max-iters {train_config.max_iters} is not beyond the checkpoint's "
+                             f"step {state['step']}: give --max-iters above {state['step']} to "
+                             f"train further")
+        data = _checked_data(given_data.get("data", state.get("data", "shakespeare")),
+                             "--data" if "data" in given_data else "the checkpoint's data")
+        if "val_fraction" not in given_data and "val_fraction" in state:
+            data_config.val_fraction = state["val_fraction"]
+            check_fields(data_config)
+        out = Path(given_data.get("out", resume.parent))
+    check_out_folder(out)
+    found = existing_run(out)
+    writes_beside_resume = resume is not None and out.resolve() == resume.parent.resolve()
+    if found and not (args.overwrite or writes_beside_resume):
+        raise ValueError(f"--out {str(out)!r} already holds a run ({', '.join(found)}); continue "
+                         f"it with --resume {str(out / found[0])!r}, replace it with --overwrite, "
+                         f"or choose another --out")
+    if saved is not None:
+        try:
+            GPTConfig.from_dict(saved["config"])
+        except (ValueError, TypeError) as error:
+            raise CheckpointError(f"checkpoint: {str(resume)!r} has an invalid config: {error}") \
+                from None
+    replace = found if args.overwrite and not writes_beside_resume else []
+    return RunPlan(data, load_text(data), data_config, train_config, given_model, out, replace,
+                   progress=not args.no_progress and sys.stderr.isatty(), resume=resume, saved=saved)
+
+
+def _resumed_train_config(state: dict[str, Any], given: dict[str, Any], path: Path) -> TrainConfig:
+    """The checkpoint's training settings with the options given here on top."""
+    try:
+        return TrainConfig.from_dict({**(state.get("train_config") or {}), **given})
+    except ConfigError as error:
+        if error.name in given:
+            raise
+        raise CheckpointError(f"checkpoint: {str(path)!r} holds a bad train_config: {error}") \
+            from None
+
+
+def default_prompt(tokenizer: Tokenizer, text: str | None = None) -> str:
+    """A new line (the start of a paragraph), or, when the vocabulary has none, the text's first
+    character (or the vocabulary's first token)."""
+    try:
+        if tokenizer.encode("\n"):
+            return "\n"
+    except ValueError:
+        pass
+    return text[0] if text else tokenizer.decode([0])
+
+
+# -- minigpt train: the work ----------------------------------------------------------------------
+
+def execute(plan: RunPlan) -> int:
+    """Hold the run folder, read and tokenize the data, train, save, plot, sample."""
+    with RunLock(plan.out) as lock:
+        if lock.taken_over is not None:
+            print(f"took over the lock of {str(plan.out)!r} left by run {lock.taken_over}, which is "
+                  f"no longer running")
+        for path in remove_stale_temp_files(plan.out):
+            print(f"removed {path}, left by an interrupted save")
+        return _train(plan)
+
+
+def _train(plan: RunPlan) -> int:
+    text = plan.text
+    if plan.saved is not None:
+        tokenizer = tokenizer_from_dict(plan.saved["tokenizer"])
+        model_config = GPTConfig.from_dict(plan.saved["config"])
     else:
-        data_source = args.data or "shakespeare"
-        val_fraction, out_dir = data_options["val_fraction"], data_options["out"]
-        train_config = TrainConfig(**train_options)
-        tokenizer = None
-    text = load_text(data_source)
-    if tokenizer is None:
-        kind = data_options["tokenizer"]
+        kind = plan.data_config.tokenizer
         print(f"training a {kind} tokenizer on {len(text):,} characters ...")
-        tokenizer = train_tokenizer(kind, text, data_options["vocab_size"])
-        model_config = GPTConfig(vocab_size=tokenizer.vocab_size, **{**MODEL_DEFAULTS, **model_options})
+        tokenizer = train_tokenizer(kind, text, plan.data_config.vocab_size)
+        model_config = GPTConfig(vocab_size=tokenizer.vocab_size, **plan.model_options)
+    prompt = default_prompt(tokenizer, text)
     data = encode_corpus(text, tokenizer)
-    train_data, val_data = train_val_split(data, val_fraction)
-    print(f"data: {data_source} -> {len(data):,} tokens ({len(train_data):,} train, "
+    train_data, val_data = train_val_split(data, plan.data_config.val_fraction)
+    print(f"data: {plan.data} -> {len(data):,} tokens ({len(train_data):,} train, "
           f"{len(val_data):,} val), vocabulary of {tokenizer.vocab_size:,}")
 
-    torch.manual_seed(train_config.seed)
+    config = plan.train_config
+    torch.manual_seed(config.seed)
     model = GPT(model_config)
     print(f"model: {model.num_parameters():,} parameters; {model_config}")
-    trainer = Trainer(model, tokenizer, train_data, val_data, train_config, out_dir=out_dir,
-                      progress=not args.no_progress,
-                      extra_state={"data": str(data_source), "val_fraction": val_fraction})
+    trainer = Trainer(model, tokenizer, train_data, val_data, config, out_dir=plan.out,
+                      progress=plan.progress,
+                      extra_state={"data": plan.data, "val_fraction": plan.data_config.val_fraction,
+                                   "sample_prompt": prompt})
     print(f"device: {trainer.device}")
-    if args.resume is not None:
-        trainer.resume(args.resume)
-        print(f"resumed from {args.resume} at step {trainer.result.step}")
+    if plan.resume is not None:
+        trainer.resume(plan.resume)
+        print(f"resumed from {plan.resume} at step {trainer.result.step}")
+    for name in plan.replace:  # only now: every check has passed, training starts next
+        (plan.out / name).unlink(missing_ok=True)
+        print(f"--overwrite: removed the earlier run's {plan.out / name}")
     start = time.perf_counter()
     result = trainer.run()
     elapsed = time.perf_counter() - start
@@ -164,55 +298,76 @@ def run_train(args: argparse.Namespace) -> int:
           f"{elapsed:.1f} s; last evaluation (step {last['step']}): train loss "
           f"{last['train']:.4f}, val loss {last['val']:.4f}")
     print(f"checkpoint: {result.checkpoint or 'none (no step was finished)'}")
-    curve = save_figure(plot_loss_curves(result.history, result.train_losses), Path(out_dir) / "loss.png")
+    curve = save_figure(plot_loss_curves(result.history, result.train_losses), plan.out / "loss.png")
     print(f"loss curve: {curve}")
-    if result.interrupted:
-        return 130
-    if args.sample_tokens > 0:
-        sample = sample_text(model, tokenizer, "\n", args.sample_tokens, seed=train_config.seed,
-                             temperature=0.8)
+    if result.stop_signal is not None:
+        return 128 + result.stop_signal
+    if plan.data_config.sample_tokens > 0:
+        sample = sample_text(model, tokenizer, prompt, plan.data_config.sample_tokens,
+                             seed=config.seed, temperature=0.8)
         print("sample:\n" + sample)
     return 0
 
 
+def run_train(args: argparse.Namespace) -> int:
+    return execute(plan_run(args))
+
+
+# -- minigpt sample -------------------------------------------------------------------------------
+
 def run_sample(args: argparse.Namespace) -> int:
-    import torch
-
-    from minigpt.checkpoint import load_checkpoint
-    from minigpt.sampling import check_sampling_options, sample_text
-    from minigpt.train import resolve_device
-
-    check_sampling_options(args.temperature, args.top_k, args.top_p, args.frequency_penalty,
-                           args.presence_penalty)
-    if args.num_samples < 1:
-        raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}")
-    if args.max_new_tokens < 0:
-        raise ValueError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
+    options = SampleConfig(**_given(args, option_names(SampleConfig)))
+    _check_is_file(args.checkpoint, "--checkpoint")
     device = resolve_device(args.device)
     ckpt = load_checkpoint(args.checkpoint, device=device)
-    options = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                   frequency_penalty=args.frequency_penalty, presence_penalty=args.presence_penalty,
-                   use_cache=not args.no_cache)
-    for i in range(args.num_samples):
-        seed = None if args.seed is None else args.seed + i
+    prompt = args.prompt
+    if prompt is None:
+        prompt = ckpt.train_state.get("sample_prompt") or default_prompt(ckpt.tokenizer)
+    for i in range(options.num_samples):
+        seed = None if options.seed is None else options.seed + i
         if seed is None:
             torch.seed()
-        text = sample_text(ckpt.model, ckpt.tokenizer, args.prompt, args.max_new_tokens,
-                           stop=args.stop, seed=seed, device=device, **options)
-        if args.num_samples > 1:
+        text = sample_text(ckpt.model, ckpt.tokenizer, prompt, options.max_new_tokens,
+                           stop=args.stop, seed=seed, device=device,
+                           temperature=options.temperature, top_k=options.top_k,
+                           top_p=options.top_p, frequency_penalty=options.frequency_penalty,
+                           presence_penalty=options.presence_penalty, use_cache=not args.no_cache)
+        if options.num_samples > 1:
             print(f"--- sample {i + 1} ---")
-        print(args.prompt + text)
+        print(prompt + text)
     return 0
 
 
+# -- the command ----------------------------------------------------------------------------------
+
+def _exit_on_signal(signum, frame) -> None:
+    raise Interrupted(signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run the command; returns the exit status (2: bad input, 130: Ctrl-C, 143: SIGTERM)."""
     try:
+        previous = signal.signal(signal.SIGTERM, _exit_on_signal)  # quiet, like Ctrl-C
+    except ValueError:  # not the main thread: leave signals alone
+        previous = None
+    try:
+        args = build_parser().parse_args(argv)
         return run_train(args) if args.command == "train" else run_sample(args)
-    except (ValueError, OSError, RuntimeError) as error:  # OSError: missing file, no permission, ...
+    except ConfigError as error:  # name the option; an option left out is None, so say nothing of it
+        allowed = error.allowed.removesuffix(" (or None)")
+        print(f"minigpt: error: {option_name(error.name)} must be {allowed}, got {error.value!r}",
+              file=sys.stderr)
+        return 2
+    except (ValueError, OSError, RuntimeError) as error:  # OSError: no permission, disk full, ...
         print(f"minigpt: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as stop:  # Ctrl-C at start-up, or a second one while saving
+        signum = stop.signum if isinstance(stop, Interrupted) else signal.SIGINT
+        print(f"minigpt: stopped by {signal.Signals(signum).name}", file=sys.stderr)
+        return 128 + signum
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 Around the four steps sit the pieces every real run needs: AdamW with weight decay only on the
 matrices, a learning rate that warms up linearly then decays along a cosine, gradient clipping,
 periodic `estimate_loss` on train and val, a progress bar, a history of losses, checkpoints (latest
-and best), resume from a checkpoint to the exact same numbers, and Ctrl-C that saves before stopping.
+and best), resume from a checkpoint to the exact same numbers, and Ctrl-C (or SIGTERM) that saves
+before stopping. A loss that turns NaN or infinite stops the run with `NonFiniteError`, and no
+checkpoint with NaN or infinite numbers is ever written.
 
 Two places decide things for the whole run, so that a multi-process version can change them alone:
 `resolve_device` picks the device, and `is_main_process` says who writes checkpoints and logs.
@@ -93,17 +95,44 @@ class TrainResult:
     train_losses: list[float] = field(default_factory=list)        # one per optimizer step
     step: int = 0
     interrupted: bool = False
+    stop_signal: int | None = None  # signal.SIGINT or SIGTERM when a signal stopped the run
     checkpoint: Path | None = None
     best_checkpoint: Path | None = None
 
 
+class Interrupted(KeyboardInterrupt):
+    """A second Ctrl-C (or SIGTERM) while the first one was still being handled: stop at once.
+
+    `signum` is the signal that stopped the run, so a command can exit with 128 + signum.
+    """
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class NonFiniteError(RuntimeError):
+    """The loss or the weights became NaN or infinite: training diverged, nothing more is saved."""
+
+
 class _StopFlag:
-    requested = False
+    signum: int | None = None  # the signal that asked to stop, if any
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @contextlib.contextmanager
-def _stop_on_ctrl_c() -> Iterator[_StopFlag]:
-    """Turn the first Ctrl-C into a request to stop after the current step (a second one aborts)."""
+def _stop_on_signals() -> Iterator[_StopFlag]:
+    """Turn the first Ctrl-C or SIGTERM into a request to stop after the current step.
+
+    A second one aborts at once (`Interrupted`); an atomic save it cuts short leaves the previous
+    checkpoint as it was.
+    """
     flag = _StopFlag()
     if threading.current_thread() is not threading.main_thread():
         yield flag
@@ -111,14 +140,25 @@ def _stop_on_ctrl_c() -> Iterator[_StopFlag]:
 
     def handler(signum, frame):
         if flag.requested:
-            raise KeyboardInterrupt
-        flag.requested = True
+            raise Interrupted(signum)
+        flag.signum = signum
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def resumable_state(payload: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """The training state of a checkpoint read by `read_checkpoint`, if it holds enough to resume."""
+    state = payload.get("train_state") or {}
+    needed = {"step", "history", "train_losses", "batch_rng", "torch_rng"}
+    if payload.get("optimizer") is None or not isinstance(state, dict) or not needed <= set(state):
+        raise CheckpointError(f"resume: {str(path)!r} has no optimizer or training state "
+                              f"(it was saved for sampling only)")
+    return state
 
 
 class Trainer:
@@ -150,11 +190,7 @@ class Trainer:
         if payload["config"] != self.model.config.to_dict():
             raise CheckpointError(f"resume: {str(path)!r} was trained with {payload['config']}, "
                                   f"which differs from this model's {self.model.config.to_dict()}")
-        state = payload.get("train_state") or {}
-        needed = {"step", "history", "train_losses", "batch_rng", "torch_rng"}
-        if payload.get("optimizer") is None or not needed <= set(state):
-            raise CheckpointError(f"resume: {str(path)!r} has no optimizer or training state "
-                                  f"(it was saved for sampling only)")
+        state = resumable_state(payload, path)
         load_model_state(self.model, payload["model"], source=str(path))
         self.optimizer.load_state_dict(payload["optimizer"])
         self.batch_generator.set_state(state["batch_rng"])
@@ -178,7 +214,7 @@ class Trainer:
         bar = tqdm(total=cfg.max_iters, initial=result.step, disable=not (self.progress and
                    is_main_process()), desc="training", unit="step", dynamic_ncols=True,
                    mininterval=0.5)
-        with _stop_on_ctrl_c() as stop, bar:
+        with _stop_on_signals() as stop, bar:
             while result.step < until and not stop.requested:
                 if result.step % cfg.eval_interval == 0:
                     self._evaluate_and_save(bar)
@@ -189,7 +225,7 @@ class Trainer:
                                 lr=f"{self._lr(result.step - 1):.2e}")
                 if cfg.checkpoint_interval and result.step % cfg.checkpoint_interval == 0:
                     self._save("ckpt.pt")
-            result.interrupted = stop.requested
+            result.interrupted, result.stop_signal = stop.requested, stop.signum
             if result.step % cfg.eval_interval == 0 or result.step == cfg.max_iters:
                 self._evaluate_and_save(bar)
             elif result.step > 0:
@@ -210,12 +246,31 @@ class Trainer:
         x, y = get_batch(self.splits["train"], cfg.batch_size, self.model.config.context_length,
                          generator=self.batch_generator, device=self.device)
         _, loss = self.model(x, y)
+        value = loss.item()
+        if not math.isfinite(value):  # checked before the update, so the weights stay as they were
+            self._diverged(f"the training loss is {value}")
         self.optimizer.zero_grad(set_to_none=True)  # gradients add up unless cleared
         loss.backward()
         if cfg.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.optimizer.step()
-        self.result.train_losses.append(loss.item())
+        self.result.train_losses.append(value)
+
+    def _diverged(self, what: str) -> None:
+        last = self.result.checkpoint
+        kept = f"the last checkpoint ({last}) is kept" if last else "nothing was saved"
+        raise NonFiniteError(f"training diverged at step {self.result.step}: {what}; {kept}. "
+                             f"Try a lower learning_rate (now {self.config.learning_rate}) or "
+                             f"grad_clip (now {self.config.grad_clip})")
+
+    def _check_finite(self) -> None:
+        """Refuse to save NaN or infinite weights or optimizer moments (they would poison a resume)."""
+        tensors = [("weights", t) for t in self.model.state_dict().values()]
+        tensors += [("optimizer state", t) for state in self.optimizer.state.values()
+                    for t in state.values() if torch.is_tensor(t)]
+        for what, tensor in tensors:
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                self._diverged(f"the {what} hold NaN or infinite values")
 
     def _evaluate_and_save(self, bar: tqdm) -> None:
         result = self.result
@@ -225,6 +280,9 @@ class Trainer:
         losses = estimate_loss(self.model, self.splits, self.config.eval_iters,
                                self.config.batch_size, self.model.config.context_length,
                                generator=eval_generator, device=self.device)
+        for split, value in losses.items():
+            if not math.isfinite(value):
+                self._diverged(f"the {split} loss is {value}")
         entry = {"step": result.step, "train": losses["train"], "val": losses["val"],
                  "lr": self._lr(result.step)}
         is_best = all(entry["val"] < h["val"] for h in result.history)
@@ -233,13 +291,16 @@ class Trainer:
             bar.write(f"step {result.step:>6}: train loss {entry['train']:.4f}, "
                       f"val loss {entry['val']:.4f}")
         if result.step > 0:
-            self._save("ckpt.pt")
+            # best.pt first: were the ckpt.pt save cut short, a resume starts before this step
+            # and evaluates it again, so no best checkpoint is ever skipped.
             if is_best:
                 result.best_checkpoint = self._save("best.pt")
+            self._save("ckpt.pt")
 
     def _save(self, name: str) -> Path | None:
         if self.out_dir is None or not is_main_process():
             return None
+        self._check_finite()
         state = {
             "step": self.result.step,
             "history": self.result.history,

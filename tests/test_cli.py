@@ -77,8 +77,8 @@ def test_resume_continues_to_more_steps(trained, tmp_path):
 
 
 def test_bpe_and_cl100k_tokenizers(corpus_file, tmp_path):
-    for kind in ("bpe", "cl100k"):
-        proc = minigpt("train", "--data", corpus_file, "--tokenizer", kind, "--vocab-size", "400",
+    for kind, extra in (("bpe", ["--vocab-size", "400"]), ("cl100k", [])):
+        proc = minigpt("train", "--data", corpus_file, "--tokenizer", kind, *extra,
                        "--max-iters", "4", "--eval-interval", "2", "--out", tmp_path / kind, *SMALL)
         assert "vocabulary of" in proc.stdout
         assert load_checkpoint(tmp_path / kind / "ckpt.pt").tokenizer.kind == kind
@@ -89,17 +89,17 @@ def test_bpe_and_cl100k_tokenizers(corpus_file, tmp_path):
     (["train", "--data", "latin1.txt"], "is not UTF-8"),
     (["train", "--data", "empty.txt"], "is empty"),
     (["train", "--data", "short.txt"], "at least context_length + 1"),
-    (["train", "--d-model", "30", "--num-heads", "4"], "d_model must be divisible by num_heads=4"),
-    (["train", "--dropout", "1.5"], "dropout must be in [0, 1)"),
+    (["train", "--d-model", "30", "--num-heads", "4"], "--d-model must be divisible by num_heads=4"),
+    (["train", "--dropout", "1.5"], "--dropout must be a finite number in [0, 1), got 1.5"),
     (["train", "--resume", "missing.pt"], "no such file 'missing.pt'"),
     (["train", "--resume", "garbage.pt"], "corrupt or truncated"),
     (["sample", "--checkpoint", "missing.pt"], "no such file"),
-    (["sample", "--temperature", "-1"], "temperature must be >= 0"),
-    (["sample", "--top-k", "0"], "top_k must be a whole number >= 1"),
-    (["sample", "--top-p", "0"], "top_p must be in (0, 1]"),
-    (["sample", "--top-p", "1.01"], "top_p must be in (0, 1]"),
-    (["sample", "--frequency-penalty", "-1"], "frequency_penalty must be >= 0"),
-    (["sample", "--presence-penalty", "-0.5"], "presence_penalty must be >= 0"),
+    (["sample", "--temperature", "-1"], "--temperature must be a finite number in [0, 100], got -1.0"),
+    (["sample", "--top-k", "0"], "--top-k must be a whole number >= 1, got 0"),
+    (["sample", "--top-p", "0"], "--top-p must be a finite number in (0, 1], got 0.0"),
+    (["sample", "--top-p", "1.01"], "--top-p must be a finite number in (0, 1], got 1.01"),
+    (["sample", "--frequency-penalty", "-1"], "--frequency-penalty must be a finite number in [0, 100], got -1.0"),
+    (["sample", "--presence-penalty", "-0.5"], "--presence-penalty must be a finite number in [0, 100], got -0.5"),
 ])
 def test_bad_input_gets_one_clear_line(tmp_path, monkeypatch, capsys, args, message):
     """In-process `main()` (the same code path as the command, without 15 interpreter start-ups)."""

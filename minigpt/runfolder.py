@@ -1,0 +1,139 @@
+"""The run folder (`minigpt train --out`): a run never destroys another run's work.
+
+Three guards, checked before any training:
+- `check_out_folder`: the folder is a folder (or can be made one) that we may write into, so a bad
+  `--out` fails at once, not after an hour of training at the first save.
+- `existing_run`: the checkpoints a folder already holds, so the command can refuse to write over a
+  finished run unless told to (`--resume` or `--overwrite`).
+- `RunLock`: a lock file holding the process id of the run that writes into the folder. A second
+  run on the same folder is refused while the first is alive; the lock of a run that died without
+  releasing it (killed, power cut) is taken over. Process ids are checked on POSIX systems only;
+  elsewhere a leftover lock must be deleted by hand (the message says which file).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+LOCK_NAME = ".minigpt.lock"
+CHECKPOINT_NAMES = ("ckpt.pt", "best.pt")
+
+
+class FolderInUse(RuntimeError):
+    """Another live run holds the folder's lock."""
+
+
+def check_out_folder(folder: str | Path) -> None:
+    """Refuse an --out that is a file, lies under a file, or sits where we may not write."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"--out {str(folder)!r} is a file, not a folder; give a folder for the "
+                         f"checkpoints")
+    existing = folder
+    while not existing.exists():  # the nearest folder that is there: we would create the rest in it
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"--out {str(folder)!r} cannot be created: {str(existing)!r} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {str(folder)!r} is not writable: no permission to write in "
+                         f"{str(existing)!r}")
+
+
+def existing_run(folder: str | Path) -> list[str]:
+    """The names of the checkpoints already in `folder` (empty when there is no run there)."""
+    folder = Path(folder)
+    return [name for name in CHECKPOINT_NAMES if (folder / name).exists()]
+
+
+def _owner_line() -> str:
+    return f"{os.getpid()} {socket.gethostname()}"
+
+
+def _read_owner(path: Path) -> tuple[int, str] | None:
+    """(pid, host) from a lock file; None when it is gone or does not hold one."""
+    try:
+        pid, host = path.read_text(encoding="utf-8").split(maxsplit=1)
+        return int(pid), host.strip()
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def _is_alive(pid: int, host: str) -> bool:
+    """Whether the run that wrote a lock still runs; when we cannot tell, assume it does."""
+    if host != socket.gethostname() or os.name != "posix":
+        return True  # another machine (a shared disk), or no cheap way to ask: be safe
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: asks whether the process exists, sends nothing
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists but belongs to another user
+    return True
+
+
+class RunLock:
+    """Hold `folder`'s lock for as long as the `with` block runs (or until `release`).
+
+    `taken_over` is the process id of a dead run whose leftover lock was replaced, else None.
+    """
+
+    def __init__(self, folder: str | Path):
+        self.path = Path(folder) / LOCK_NAME
+        self.taken_over: int | None = None
+        self.held = False
+        self.created: list[Path] = []  # folders made for the lock, removed again if left empty
+
+    def acquire(self) -> "RunLock":
+        folder = self.path.parent
+        while not folder.exists():
+            self.created.append(folder)
+            folder = folder.parent
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):  # the second try follows the removal of a dead run's lock
+            if self._create():
+                self.held = True
+                return self
+            owner = _read_owner(self.path)
+            if owner is not None and _is_alive(*owner):
+                pid, host = owner
+                raise FolderInUse(
+                    f"--out {str(self.path.parent)!r} is in use by another minigpt run (process "
+                    f"{pid} on {host}); wait for it to end or choose another --out (if no run is "
+                    f"alive, delete {str(self.path)!r})")
+            if owner is not None:
+                self.taken_over = owner[0]
+            self.path.unlink(missing_ok=True)
+        raise FolderInUse(f"--out {str(self.path.parent)!r}: another run took its lock at the same "
+                          f"moment; choose another --out")
+
+    def _create(self) -> bool:
+        """Create the lock file holding our process id, unless it already exists."""
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(_owner_line() + "\n")
+        return True
+
+    def release(self) -> None:
+        """Remove the lock file, if it is still ours, and the folders made for it, if still empty."""
+        if self.held and _read_owner(self.path) == (os.getpid(), socket.gethostname()):
+            self.path.unlink(missing_ok=True)
+        self.held = False
+        for folder in self.created:  # innermost first
+            try:
+                folder.rmdir()  # only succeeds on an empty folder: a run that failed early
+            except OSError:
+                break
+        self.created = []
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
