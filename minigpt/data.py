@@ -9,9 +9,10 @@ cuts it in two and `get_batch` draws random windows from it.
 
 from __future__ import annotations
 
+import importlib.util
+import operator
 import re
 from functools import lru_cache
-import importlib.util
 from pathlib import Path
 
 import torch
@@ -111,6 +112,16 @@ def train_val_split(data: torch.Tensor, val_fraction: float = 0.1) -> tuple[torc
     return data[:n_train], data[n_train:]
 
 
+def check_whole_number(name: str, value: object, low: int = 1) -> None:
+    """Refuse anything but a whole number >= low, naming it: True is not a batch size, 2.5 neither."""
+    try:
+        number = None if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        number = None
+    if number is None or number < low:
+        raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}")
+
+
 def check_length(data: torch.Tensor, context_length: int, name: str = "data") -> None:
     """A split must hold at least one window: context_length inputs plus the one target after them."""
     if len(data) < context_length + 1:
@@ -126,6 +137,14 @@ def get_batch(data: torch.Tensor, batch_size: int, context_length: int,
     y is x shifted one to the left, so position t of each row is one training example: predict
     y[:, t] from x[:, :t + 1].
     """
+    check_whole_number("batch_size", batch_size)
+    check_whole_number("context_length", context_length)
+    if not (isinstance(data, torch.Tensor) and data.dim() == 1 and not data.is_floating_point()
+            and data.dtype != torch.bool):
+        found = (f"shape {tuple(data.shape)} and dtype {data.dtype}"
+                 if isinstance(data, torch.Tensor) else f"a {type(data).__name__}")
+        raise ValueError(f"data must be a 1-D tensor of integer token ids (as encode_corpus "
+                         f"gives), got {found}")
     check_length(data, context_length)
     starts = torch.randint(len(data) - context_length, (batch_size,), generator=generator)  # (B,)
     offsets = torch.arange(context_length)  # (T,)

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from minigpt.data import get_batch
+from minigpt.data import check_whole_number, get_batch
 
 
 @torch.no_grad()
@@ -25,8 +25,7 @@ def estimate_loss(model: nn.Module, splits: dict[str, torch.Tensor], eval_iters:
     Runs in eval mode (dropout off) without building a graph, then puts the model back in the mode
     it was in, so a training loop can call it in the middle of training.
     """
-    if eval_iters < 1:
-        raise ValueError(f"eval_iters must be >= 1, got {eval_iters}")
+    check_whole_number("eval_iters", eval_iters)
     was_training = model.training
     model.eval()
     try:
@@ -54,11 +53,12 @@ def bits_per_char(loss: float, num_tokens: int, num_chars: int) -> float:
     total information = loss * num_tokens nats = loss * num_tokens / ln 2 bits, spread over
     num_chars characters.
     """
-    if num_chars < 1 or num_tokens < 1:
-        raise ValueError(f"num_tokens and num_chars must be >= 1, got {num_tokens} and {num_chars}")
+    check_whole_number("num_tokens", num_tokens)
+    check_whole_number("num_chars", num_chars)
     return loss * num_tokens / (num_chars * math.log(2))
 
 
 def bits_per_byte(loss: float, num_tokens: int, num_bytes: int) -> float:
     """Like `bits_per_char`, per UTF-8 byte: fair across languages whose characters differ in size."""
+    check_whole_number("num_bytes", num_bytes)
     return bits_per_char(loss, num_tokens, num_bytes)

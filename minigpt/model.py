@@ -102,16 +102,18 @@ class GPT(nn.Module):
         logits = self.lm_head(self.ln_f(x))  # (B, T or 1, vocab_size)
         if targets is None:
             return logits, None
-        if last_only or targets.shape != idx.shape:
-            raise ValueError(f"targets must have the shape of idx {tuple(idx.shape)} (and "
-                             f"last_only=False), got {tuple(targets.shape)}")
+        if last_only or not isinstance(targets, torch.Tensor) or targets.shape != idx.shape:
+            raise ValueError(f"targets must be a tensor of the shape of idx {tuple(idx.shape)} "
+                             f"(and last_only=False), got {_shape_of(targets)}")
+        check_token_ids(targets, self.config.vocab_size, "targets")
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1).long())
         return logits, loss
 
     def _check_input(self, idx: torch.Tensor, past: int) -> None:
-        if idx.dim() != 2 or idx.dtype not in (torch.long, torch.int32, torch.int64):
-            raise ValueError(f"idx must be a (batch, time) tensor of integer token ids, got shape "
-                             f"{tuple(idx.shape)} and dtype {idx.dtype}")
+        if not isinstance(idx, torch.Tensor) or idx.dim() != 2:
+            raise ValueError(f"idx must be a (batch, time) tensor of integer token ids, got "
+                             f"{_shape_of(idx)}")
+        check_token_ids(idx, self.config.vocab_size, "idx")
         T = idx.size(1)
         if T == 0:
             raise ValueError("idx must hold at least one token per row, got 0")
@@ -134,6 +136,27 @@ class GPT(nn.Module):
         if not include_embeddings:
             n -= self.token_embedding.weight.numel() + self.position_embedding.weight.numel()
         return n
+
+
+def check_token_ids(ids: torch.Tensor, vocab_size: int, name: str = "idx") -> None:
+    """Refuse a tensor that is not integer token ids in [0, vocab_size), naming it.
+
+    Without this, an id out of range fails inside the embedding as "index out of range in self"
+    on the CPU, and as a device-side assert that kills the process on a GPU.
+    """
+    if ids.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"{name} must hold integer token ids (torch.long), got dtype {ids.dtype}")
+    outside = (ids < 0) | (ids >= vocab_size)
+    if ids.numel() and bool(outside.any()):
+        position = tuple(int(i) for i in outside.nonzero()[0])
+        raise ValueError(f"{name}{list(position)} = {int(ids[position])} is not a token id: "
+                         f"{name} must be in [0, vocab_size={vocab_size})")
+
+
+def _shape_of(value: object) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"shape {tuple(value.shape)} and dtype {value.dtype}"
+    return f"a {type(value).__name__}"
 
 
 def parameter_table(model: GPT) -> list[tuple[str, int]]:

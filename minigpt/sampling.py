@@ -11,28 +11,28 @@ same tokens.
 
 from __future__ import annotations
 
-import math
 from typing import Iterator
 
 import torch
 from torch import nn
 
+from minigpt.config import SampleConfig
+from minigpt.data import check_whole_number
+from minigpt.model import check_token_ids
 from minigpt.tokenizers import Tokenizer
 
 
 def check_sampling_options(temperature: float = 1.0, top_k: int | None = None,
                            top_p: float | None = None, frequency_penalty: float = 0.0,
                            presence_penalty: float = 0.0) -> None:
-    """Refuse options outside their allowed ranges, naming the option."""
-    if not math.isfinite(temperature) or temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 means greedy), got {temperature}")
-    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
-        raise ValueError(f"top_k must be a whole number >= 1 (or None for no limit), got {top_k!r}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1] (or None for no limit), got {top_p}")
-    for name, value in (("frequency_penalty", frequency_penalty), ("presence_penalty", presence_penalty)):
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(f"{name} must be >= 0, got {value}")
+    """Refuse options outside their allowed ranges, naming the option.
+
+    The ranges are `SampleConfig`'s (the same ones the `minigpt sample` command checks):
+    temperature 0 (greedy) or in [0.01, 100], top_k a whole number >= 1, top_p in (0, 1],
+    penalties in [0, 100]; every number finite, and True or False is not a number.
+    """
+    SampleConfig(temperature=temperature, top_k=top_k, top_p=top_p,
+                 frequency_penalty=frequency_penalty, presence_penalty=presence_penalty)
 
 
 def apply_penalties(logits: torch.Tensor, counts: torch.Tensor, frequency_penalty: float,
@@ -93,11 +93,11 @@ def generate_tokens(model: nn.Module, idx: torch.Tensor, max_new_tokens: int,
     but giving the same tokens.
     """
     check_sampling_options(temperature, top_k, top_p, frequency_penalty, presence_penalty)
-    if idx.dim() != 2 or idx.size(1) == 0:
+    if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.size(1) == 0:
         raise ValueError(f"idx must be (batch, time) with at least one token per row (the prompt "
-                         f"cannot be empty), got shape {tuple(idx.shape)}")
-    if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+                         f"cannot be empty), got {_found(idx)}")
+    check_token_ids(idx, model.config.vocab_size, "idx")
+    check_whole_number("max_new_tokens", max_new_tokens, low=0)
     # Checked above, at the call; the loop below runs lazily, as the caller asks for tokens.
     return _token_loop(model, idx, max_new_tokens, temperature, top_k, top_p, frequency_penalty,
                        presence_penalty, generator, use_cache)
@@ -169,6 +169,12 @@ def sample_text(model: nn.Module, tokenizer: Tokenizer, prompt: str, max_new_tok
         if cut is not None:
             return text[:cut]
     return text
+
+
+def _found(value: object) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"shape {tuple(value.shape)}"
+    return f"a {type(value).__name__}"
 
 
 def _first_stop(text: str, stop: list[str]) -> int | None:

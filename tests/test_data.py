@@ -1,3 +1,6 @@
+import math
+import re
+
 import pytest
 import torch
 
@@ -87,3 +90,35 @@ def test_get_batch_same_seed_same_batch():
 def test_get_batch_too_short_corpus():
     with pytest.raises(ValueError, match=r"at least context_length \+ 1 = 9"):
         get_batch(torch.arange(8), 2, 8)
+
+
+@pytest.mark.parametrize("name, value", [("batch_size", 0), ("batch_size", -3), ("batch_size", True),
+                                         ("batch_size", 2.0), ("context_length", False),
+                                         ("context_length", "8")])
+def test_get_batch_refuses_sizes_that_are_not_whole_numbers(splits, name, value):
+    sizes = {"batch_size": 4, "context_length": 8, name: value}
+    with pytest.raises(ValueError, match=rf"{name} must be a whole number >= 1, got {value!r}"):
+        get_batch(splits[0], **sizes)
+
+
+def test_get_batch_refuses_data_that_is_not_token_ids(splits):
+    for bad, found in [(splits[0].float(), "dtype torch.float32"), (splits[0][None], "shape (1, "),
+                       (splits[0].tolist(), "a list"), (splits[0] > 3, "dtype torch.bool")]:
+        with pytest.raises(ValueError, match=r"data must be a 1-D tensor of integer token ids"):
+            get_batch(bad, 4, 8)
+        with pytest.raises(ValueError, match=re.escape(found)):
+            get_batch(bad, 4, 8)
+    x, y = get_batch(splits[0].int(), 4, 8)  # int32 ids are ids too
+    assert x.shape == y.shape == (4, 8)
+
+
+def test_evaluation_counts_are_whole_numbers(tiny_model, splits):
+    from minigpt.evaluate import bits_per_byte, bits_per_char, estimate_loss
+
+    with pytest.raises(ValueError, match=r"eval_iters must be a whole number >= 1, got True"):
+        estimate_loss(tiny_model, {"val": splits[1]}, True, 4, 8)
+    with pytest.raises(ValueError, match=r"num_chars must be a whole number >= 1, got 0"):
+        bits_per_char(1.0, 10, 0)
+    with pytest.raises(ValueError, match=r"num_bytes must be a whole number >= 1, got 2.5"):
+        bits_per_byte(1.0, 10, 2.5)
+    assert bits_per_char(math.log(2), 10, 5) == pytest.approx(2.0, rel=1e-12)

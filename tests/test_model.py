@@ -32,8 +32,26 @@ def test_sequence_longer_than_context_is_refused(tiny_model):
 def test_bad_idx_is_refused(tiny_model):
     with pytest.raises(ValueError, match="idx must be a"):
         tiny_model(torch.zeros(16, dtype=torch.long))
-    with pytest.raises(ValueError, match="idx must be a"):
+    with pytest.raises(ValueError, match=r"idx must hold integer token ids \(torch.long\), got dtype torch.float32"):
         tiny_model(torch.zeros(1, 4))
+    with pytest.raises(ValueError, match="idx must be a .* tensor of integer token ids, got a list"):
+        tiny_model([[1, 2]])
+
+
+@pytest.mark.parametrize("bad", ["vocab_size", 1000, -1])
+def test_token_ids_out_of_range_are_named(tiny_model, bad):
+    V = tiny_model.config.vocab_size
+    bad = V if bad == "vocab_size" else bad
+    idx = torch.ones(2, 5, dtype=torch.long)
+    idx[1, 3] = bad
+    message = rf"idx\[1, 3\] = {bad} is not a token id: idx must be in \[0, vocab_size={V}\)"
+    with pytest.raises(ValueError, match=message):
+        tiny_model(idx)
+    with pytest.raises(ValueError, match=rf"targets\[1, 3\] = .* targets must be in \[0, vocab_size={V}\)"):
+        tiny_model(torch.ones(2, 5, dtype=torch.long), idx)
+    with pytest.raises(ValueError, match=r"targets must hold integer token ids"):
+        tiny_model(torch.ones(2, 5, dtype=torch.long), idx.float())
+    assert tiny_model(idx.clamp(0, V - 1))[0].shape == (2, 5, V)  # in range: fine
 
 
 def test_parameter_count_by_hand():

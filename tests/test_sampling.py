@@ -105,3 +105,38 @@ def test_penalties_reduce_repetition(tiny_model, char_tokenizer):
     plain = sample_text(tiny_model, char_tokenizer, "A", 60, temperature=0)
     penalised = sample_text(tiny_model, char_tokenizer, "A", 60, temperature=0, frequency_penalty=2.0)
     assert len(set(penalised)) > len(set(plain))
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(frequency_penalty=1e300), r"frequency_penalty must be a finite number in \[0, 100\], got 1e\+300"),
+    (dict(presence_penalty=float("inf")), r"presence_penalty must be a finite number in \[0, 100\]"),
+    (dict(presence_penalty=True), r"presence_penalty must be a finite number"),
+    (dict(temperature=1e300), r"temperature must be a finite number in \[0, 100\]"),
+    (dict(temperature=1e-30), r"temperature must be 0 \(greedy\) or in \[0.01, 100\], got 1e-30"),
+    (dict(temperature="0.5"), r"temperature must be a finite number"),
+    (dict(top_p=float("nan")), r"top_p must be a finite number in \(0, 1\]"),
+    (dict(top_k=2.5), r"top_k must be a whole number >= 1"),
+])
+def test_absurd_sampling_options_are_refused_by_name(tiny_model, options, message):
+    with pytest.raises(ValueError, match=message):
+        generate_tokens(tiny_model, torch.zeros(1, 1, dtype=torch.long), 3, **options)
+
+
+@pytest.mark.parametrize("bad, message", [(-1, r"max_new_tokens must be a whole number >= 0, got -1"),
+                                          (2.5, r"max_new_tokens must be a whole number >= 0"),
+                                          (True, r"max_new_tokens must be a whole number >= 0")])
+def test_max_new_tokens_must_be_a_whole_number(tiny_model, bad, message):
+    with pytest.raises(ValueError, match=message):
+        generate_tokens(tiny_model, torch.zeros(1, 1, dtype=torch.long), bad)
+
+
+def test_prompt_ids_out_of_range_are_refused_at_the_call(tiny_model):
+    V = tiny_model.config.vocab_size
+    with pytest.raises(ValueError, match=rf"idx\[0, 1\] = {V} is not a token id: idx must be in \[0, vocab_size={V}\)"):
+        generate_tokens(tiny_model, torch.tensor([[0, V]]), 3)
+    with pytest.raises(ValueError, match=r"idx\[0, 0\] = -2 is not a token id"):
+        generate(tiny_model, torch.tensor([[-2]]), 3)
+    with pytest.raises(ValueError, match=r"idx must hold integer token ids"):
+        generate(tiny_model, torch.tensor([[1.0]]), 3)
+    with pytest.raises(ValueError, match=r"idx must be \(batch, time\).*got a list"):
+        generate(tiny_model, [[1]], 3)
