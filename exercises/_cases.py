@@ -66,9 +66,97 @@ class Recorder(nn.Module):
         self.calls: list[dict[str, Any]] = []
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        self.calls.append({"idx": idx.clone(), "training": self.training,
+        self.calls.append({"idx": idx.clone(), "training": self.training, "modes": modes(self),
                            "grad_enabled": torch.is_grad_enabled()})
         return self.inner(idx, targets)
+
+
+def modes(model: nn.Module) -> dict[str, bool]:
+    """The train/eval mode of the model and of every submodule, by name."""
+    return {name or "(the model)": module.training for name, module in model.named_modules()}
+
+
+class DropoutBigram(TrainableBigram):
+    """A trainable bigram with a dropout layer inside, so that its mode matters."""
+
+    def __init__(self, vocab_size: int, seed: int = 0) -> None:
+        super().__init__(vocab_size, seed)
+        self.drop = nn.Dropout(0.5)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        logits = self.drop(self.logits_table(idx))
+        loss = None if targets is None else F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        return logits, loss
+
+
+# --------------------------------------------------------------------------- probes shared by graders
+#
+# A probe runs in the worker, next to the learner's code, and returns plain
+# data only: the grader computes the expected values in its own process.
+
+
+def describe_module(module: nn.Module, attributes: tuple[str, ...] = ()) -> dict:
+    """Parameter names and shapes, buffers, and the class names (with bases) of some attributes."""
+    def kinds(value) -> list[str]:
+        return [c.__name__ for c in type(value).__mro__]
+    plain_tensors = [n for n, v in vars(module).items() if isinstance(v, torch.Tensor)]
+    for name, sub in module.named_modules():
+        plain_tensors += [f"{name}.{n}" for n, v in vars(sub).items() if isinstance(v, torch.Tensor) and name]
+    return {"params": {n: list(p.shape) for n, p in module.named_parameters()},
+            "types": {a: kinds(getattr(module, a, None)) for a in attributes},
+            "plain_tensors": sorted(set(plain_tensors)),
+            "is_module": isinstance(module, nn.Module)}
+
+
+def probe_module(m: ModuleType, cls: str, kwargs: dict, seed: int | None, inputs: list, attributes: tuple = (),
+                 scale: float = 0.3) -> dict:
+    """Build ``m.<cls>(**kwargs)``, set its parameters from ``seed`` (by name), run it on each input in eval mode."""
+    torch.manual_seed(0)
+    module = getattr(m, cls)(**kwargs)
+    info = describe_module(module, tuple(attributes))
+    if seed is not None:
+        fill_parameters(module, seed, scale=scale)
+    module.eval()
+    outputs = []
+    with torch.no_grad():
+        for args in inputs:
+            outputs.append(module(*args))
+    info["outputs"] = outputs
+    return info
+
+
+def probe_on_another_device(m: ModuleType, cls: str, kwargs: dict, args: list) -> dict:
+    """Move the module to the "meta" device and run it there: every tensor it uses must follow.
+
+    A mask kept as a plain attribute, or positions made with ``torch.arange(T)``
+    without ``device=``, stay on the CPU; on a GPU that is an error, and here
+    an operation mixing the two devices is spotted and named.
+    """
+    from torch.utils._pytree import tree_leaves
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class MixedDevices(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.found: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            devices = {t.device.type for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor) and t.dim()}
+            if len(devices) > 1:
+                self.found.append(str(func.overloadpacket.__name__))
+            return func(*args, **kwargs)
+
+    torch.manual_seed(0)
+    module = getattr(m, cls)(**kwargs).to("meta")
+    moved = [a.to("meta") if isinstance(a, torch.Tensor) else a for a in args]
+    mode = MixedDevices()
+    try:
+        with mode, torch.no_grad():
+            module(*moved)
+    except RuntimeError as exc:
+        return {"mixed": mode.found, "error": str(exc)[:300]}
+    return {"mixed": mode.found, "error": None}
 
 
 def windows(data: torch.Tensor, starts: torch.Tensor, T: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,12 +167,27 @@ def windows(data: torch.Tensor, starts: torch.Tensor, T: int) -> tuple[torch.Ten
 
 
 # --------------------------------------------------------------------------- snapshot cases
+#
+# Every case takes the module and a seed. The committed snapshots were made
+# with the seeds in CASE_SEEDS; ``--fresh-cases`` passes other seeds and
+# computes the expected values with solutions/ in a worker of their own.
 
 
-def bpe_rounds(m: ModuleType) -> dict:
+def sample_text(seed: int) -> str:
+    """The sample text, or (for a fresh seed) its words in a seeded order, some capitalised."""
+    if seed == CASE_SEEDS["bpe_rounds"]:
+        return SAMPLE_TEXT
+    rng = random.Random(seed)
+    words = SAMPLE_TEXT.split()
+    rng.shuffle(words)
+    return " ".join(w.capitalize() if rng.random() < 0.2 else w for w in words)
+
+
+def bpe_rounds(m: ModuleType, seed: int) -> dict:
     """Six rounds of BPE on the sample text, with the learner's own pieces."""
-    stoi, _ = m.build_vocab(SAMPLE_TEXT)
-    ids = m.encode(SAMPLE_TEXT, stoi)
+    text = sample_text(seed)
+    stoi, _ = m.build_vocab(text)
+    ids = m.encode(text, stoi)
     pairs = []
     for i in range(6):
         pair = m.most_frequent_pair(ids)
@@ -93,29 +196,33 @@ def bpe_rounds(m: ModuleType) -> dict:
     return {"pairs": pairs, "ids": list(ids)}
 
 
+ID_POOL = (1, 2, 3, 5, 11, 12, 21, 22, 121)  # ids that share digits: "1 2" is inside "11 2", "21" ends "121"
+
+
 def random_id_lists(seed: int, count: int = 6) -> list[list[int]]:
     rng = random.Random(seed)
-    return [[rng.randrange(6) for _ in range(rng.randrange(8, 40))] for _ in range(count)]
+    return [[rng.choice(ID_POOL) for _ in range(rng.randrange(8, 40))] for _ in range(count)]
 
 
-def pairs_of_random_lists(m: ModuleType) -> list:
-    return [list(m.most_frequent_pair(ids)) for ids in random_id_lists(1)]
+def pairs_of_random_lists(m: ModuleType, seed: int) -> list:
+    return [list(m.most_frequent_pair(ids)) for ids in random_id_lists(seed)]
 
 
-def merges_of_random_lists(m: ModuleType) -> list:
-    return [m.merge(ids, (ids[1], ids[2]), 99) for ids in random_id_lists(2)]
+def merges_of_random_lists(m: ModuleType, seed: int) -> list:
+    return [m.merge(ids, (ids[1], ids[2]), 99) for ids in random_id_lists(seed)]
 
 
 TINY_GPT = dict(vocab_size=11, context_length=6, d_model=8, num_heads=2, num_blocks=2)
 
 
-def tinygpt_output(m: ModuleType) -> dict:
+def tinygpt_output(m: ModuleType, seed: int) -> dict:
     """A tiny model with seeded parameters (set by name) on a seeded batch."""
     model = m.TinyGPT(**TINY_GPT)
-    fill_parameters(model, seed=4)
-    g = torch.Generator().manual_seed(5)
+    fill_parameters(model, seed=seed)
+    g = torch.Generator().manual_seed(seed + 1)
     idx = torch.randint(TINY_GPT["vocab_size"], (2, 5), generator=g)
     targets = torch.randint(TINY_GPT["vocab_size"], (2, 5), generator=g)
+    model.eval()
     with torch.no_grad():
         logits, loss = model(idx, targets)
     return {"logits": logits, "loss": loss.item()}
@@ -124,8 +231,18 @@ def tinygpt_output(m: ModuleType) -> dict:
 LR_SETTINGS = dict(max_lr=6e-4, min_lr=6e-5, warmup_iters=10, max_iters=50)
 
 
-def lr_curve(m: ModuleType) -> list[float]:
-    return [m.learning_rate(step, **LR_SETTINGS) for step in range(60)]
+def lr_settings(seed: int) -> dict:
+    if seed == CASE_SEEDS["lr_curve"]:
+        return dict(LR_SETTINGS)
+    rng = random.Random(seed)
+    warmup = rng.randrange(1, 20)
+    return dict(max_lr=rng.uniform(1e-4, 1e-2), min_lr=rng.uniform(1e-6, 5e-5), warmup_iters=warmup,
+                max_iters=warmup + rng.randrange(10, 60))
+
+
+def lr_curve(m: ModuleType, seed: int) -> list[float]:
+    settings = lr_settings(seed)
+    return [m.learning_rate(step, **settings) for step in range(settings["max_iters"] + 10)]
 
 
 GENERATE_SETTINGS = {
@@ -135,17 +252,17 @@ GENERATE_SETTINGS = {
 }
 
 
-def generated_samples(m: ModuleType) -> dict:
-    model = BigramTable(vocab_size=9, seed=7, scale=1.0)
+def generated_samples(m: ModuleType, seed: int) -> dict:
+    model = BigramTable(vocab_size=9, seed=seed - 4, scale=1.0)
     prompt = torch.tensor([[1, 2, 3], [4, 4, 4]])
     out = {}
     for name, settings in GENERATE_SETTINGS.items():
-        g = torch.Generator().manual_seed(11)
+        g = torch.Generator().manual_seed(seed)
         out[name] = m.generate(model, prompt, 16, context_length=4, generator=g, **settings)
     return out
 
 
-SNAPSHOT_CASES: dict[str, dict[str, Callable[[ModuleType], Any]]] = {
+SNAPSHOT_CASES: dict[str, dict[str, Callable[[ModuleType, int], Any]]] = {
     "ex01_tokenization": {
         "bpe_rounds": bpe_rounds,
         "pairs_of_random_lists": pairs_of_random_lists,
@@ -155,3 +272,7 @@ SNAPSHOT_CASES: dict[str, dict[str, Callable[[ModuleType], Any]]] = {
     "ex05_training": {"lr_curve": lr_curve},
     "ex07_sampling": {"generated_samples": generated_samples},
 }
+
+# The seed of each case in the committed snapshots.
+CASE_SEEDS = {"bpe_rounds": 0, "pairs_of_random_lists": 1, "merges_of_random_lists": 2, "tinygpt_output": 4,
+              "lr_curve": 0, "generated_samples": 11}

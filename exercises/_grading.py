@@ -93,7 +93,12 @@ def assert_number(got: Any, expected: float, name: str, atol: float = 1e-6,
     if isinstance(got, bool) or not isinstance(got, (int, float)):
         fail(f"{name}: expected a number, got {type(got).__name__} ({got!r})")
     if not math.isclose(got, expected, rel_tol=rtol, abs_tol=atol):
-        fail(f"{name}: got {_fmt(float(got))}, expected {_fmt(float(expected))} (tolerance atol={atol}, rtol={rtol})")
+        g, e = _fmt(float(got)), _fmt(float(expected))
+        if g == e:  # equal to 6 digits: show them all, and the likely cause
+            fail(f"{name}: got {float(got)!r}, expected {float(expected)!r}: they differ after the 6th digit "
+                 f"(tolerance atol={atol}, rtol={rtol}); was it computed in float32 (a torch tensor)? "
+                 f"compute with Python floats and the math module")
+        fail(f"{name}: got {g}, expected {e} (tolerance atol={atol}, rtol={rtol})")
 
 
 def assert_equal_seq(got: Any, expected: Sequence, name: str) -> None:
@@ -107,9 +112,9 @@ def assert_equal_seq(got: Any, expected: Sequence, name: str) -> None:
         fail(f"{name}: expected length {len(expected)}, got {len(got)}")
 
 
-def assert_param_names(module: torch.nn.Module, expected: dict[str, tuple[int, ...]], name: str) -> None:
-    """The module's parameters must have exactly these names and shapes."""
-    got = {n: tuple(p.shape) for n, p in module.named_parameters()}
+def assert_param_names(params: dict[str, Sequence[int]], expected: dict[str, tuple[int, ...]], name: str) -> None:
+    """The module's parameters (name -> shape, as a probe reports them) must have exactly these names and shapes."""
+    got = {n: tuple(shape) for n, shape in params.items()}
     missing = sorted(set(expected) - set(got))
     extra = sorted(set(got) - set(expected))
     if missing:
@@ -132,6 +137,32 @@ def fill_parameters(module: torch.nn.Module, seed: int, scale: float = 0.3) -> N
     with torch.no_grad():
         for _, p in sorted(module.named_parameters()):
             p.copy_(torch.randn(p.shape, generator=g) * scale)
+
+
+def seeded_weights(shapes: dict[str, Sequence[int]], seed: int, scale: float = 0.3) -> dict[str, torch.Tensor]:
+    """The values ``fill_parameters(module, seed, scale)`` gives parameters of these names and shapes.
+
+    The grader computes them in its own process, so its expected outputs never
+    depend on anything the learner's process sends back but the names.
+    """
+    g = torch.Generator().manual_seed(seed)
+    return {name: torch.randn(tuple(shapes[name]), generator=g) * scale for name in sorted(shapes)}
+
+
+def check_device_ready(result: dict, name: str) -> None:
+    """Fail when a module did not follow ``.to(device)`` (see ``_cases.probe_on_another_device``)."""
+    if result["mixed"] or result["error"]:
+        where = f" (in {', '.join(sorted(set(result['mixed'])))})" if result["mixed"] else ""
+        fail(f"{name} does not follow .to(device): after moving it to another device, an operation mixed "
+             f"tensors of two devices{where}{': ' + result['error'] if result['error'] else ''}. Keep tensors "
+             f"such as the mask in buffers (self.register_buffer) and create new ones with device=x.device")
+
+
+def check_buffers(info: dict, name: str) -> None:
+    """Fail when a module keeps a tensor as a plain attribute (it would not follow .to(device))."""
+    if info["plain_tensors"]:
+        fail(f"{name} keeps the tensor(s) {info['plain_tensors'][:3]} as plain attributes: register them "
+             f"with self.register_buffer(...) so that .to(device) moves them with the model")
 
 
 def load_snapshot(exercise: str) -> dict[str, Any]:

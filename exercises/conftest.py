@@ -6,23 +6,30 @@ Options (see ``pytest exercises/ --help``, section "minigpt grading"):
 - ``--solutions``: grade the reference answers in ``solutions/``;
 - ``--target DIR``: grade the ``exNN_*.py`` files in another folder;
 - ``--grade-report FILE``: also write the results as JSON;
-- ``--grade-timeout SECONDS``: time limit per test (default 20).
+- ``--grade-timeout SECONDS``: time limit per test (default 20);
+- ``--strict``: an integrity finding costs the chapter its points (instructors);
+- ``--fresh-cases [SEED]``: draw the seeded inputs anew and compute their
+  expected values with ``solutions/`` (instructors).
 
-Each grader test carries points (``@pytest.mark.points(n)``, default 1). At
-the end a table shows, per chapter, the points earned, the tests passed and
-what is still to do. Failures are rewritten into one line when we know what
-they mean: a stub not written yet, a wrong answer caught by a check in
-``_grading.py``, a test stopped by the time limit.
+The learner's code never runs in this process. Each chapter's file is
+imported by a worker process (``_client.py``, ``_worker.py``) that the tests
+drive through the ``ex`` fixture; only plain data comes back, and the worker
+is killed at the time limit. This process holds the assertions, the points,
+the score table and the report.
+
+Each grader test carries points (``@pytest.mark.points(n)``, default 1). The
+catalogue of tests (and so ``max_points``) is read from the grader files, so
+a run of some tests (``-k``, ``-x``, one file) still counts the others, as
+"not run".
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import os
-import signal
+import random
 import sys
-import threading
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -34,10 +41,14 @@ ROOT = HERE.parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from _grading import GradeFailure  # noqa: E402
-from _target import load, use_target  # noqa: E402
+from _cases import CASE_SEEDS  # noqa: E402
+from _client import Outcome, Worker  # noqa: E402
+from _grading import GradeFailure, SNAPSHOTS  # noqa: E402
+from _integrity import Finding, broken_rules, scan_target  # noqa: E402
+from _learner import Learner  # noqa: E402
 
 DEFAULT_TIMEOUT = 20.0
+FAILED = ("failed", "error", "timeout", "crashed")
 
 
 # --------------------------------------------------------------------------- options
@@ -50,20 +61,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--target", metavar="DIR", default=None,
                     help="grade the exNN_*.py files in DIR (e.g. a learner's copy of exercises/)")
     group.addoption("--grade-report", metavar="FILE", default=None,
-                    help="write the grading results as JSON to FILE")
+                    help="write the grading results as JSON to FILE (an old FILE is removed first)")
     group.addoption("--grade-timeout", metavar="SECONDS", type=float, default=DEFAULT_TIMEOUT,
                     help=f"time limit per grader test in seconds (default {DEFAULT_TIMEOUT:g}; 0 = none)")
+    # --strict is pytest's own flag (strict markers, config, ...); the grader reads it too: with it,
+    # a chapter whose file fails an integrity check earns 0 (without it, the learner sees a warning).
+    group.addoption("--fresh-cases", metavar="SEED", nargs="?", type=int, const=-1, default=None,
+                    help="draw the seeded inputs anew (from SEED, or a random one) and compute their expected "
+                         "values with solutions/ instead of the committed snapshots")
 
 
 @dataclass
 class Record:
-    """What the grader remembers about one test."""
+    """What the grader remembers about one test of the catalogue."""
 
     nodeid: str
     chapter: str
     test: str
     points: float
-    outcome: str = "not run"  # passed | failed | todo | timeout | error
+    outcome: str = "not run"  # passed | failed | todo | timeout | crashed | error | not run
     message: str = ""
     earned: float = 0.0
 
@@ -74,7 +90,15 @@ class GradingState:
     mode: str
     timeout: float
     report_file: str | None
+    strict: bool
+    fresh_seed: int | None
+    selection: dict
     records: dict[str, Record] = field(default_factory=dict)
+    findings: dict[str, list[Finding]] = field(default_factory=dict)
+    workers: dict[str, Worker] = field(default_factory=dict)
+    reference_workers: dict[str, Worker] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)  # chapters with selected tests, in run order
+    snapshots: dict[str, dict] = field(default_factory=dict)
 
 
 STATE = pytest.StashKey[GradingState]()
@@ -85,6 +109,26 @@ def _option(config: pytest.Config, name: str, default=None):
         return config.getoption(name)
     except ValueError:  # this conftest was found late and its options were never registered
         return default
+
+
+def exercise_name(test_file: str | Path) -> str:
+    """``test_ex02_batching.py`` -> ``ex02_batching``."""
+    return Path(test_file).stem.removeprefix("test_")
+
+
+def catalogue() -> list[tuple[str, str, float]]:
+    """Every grader test, read from the grader files: (chapter, test, points)."""
+    tests = []
+    for file in sorted(HERE.glob("test_ex[0-9][0-9]_*.py")):
+        for node in ast.parse(file.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
+                points = 1.0
+                for dec in node.decorator_list:
+                    if (isinstance(dec, ast.Call) and ast.unparse(dec.func).endswith("mark.points") and dec.args
+                            and isinstance(dec.args[0], ast.Constant)):
+                        points = float(dec.args[0].value)
+                tests.append((exercise_name(file), node.name, points))
+    return tests
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -100,12 +144,28 @@ def pytest_configure(config: pytest.Config) -> None:
         folder, mode = HERE, "exercises"
     if not folder.is_dir():
         raise pytest.UsageError(f"--target: {folder} is not a folder")
-    folder = use_target(folder)
-    config.stash[STATE] = GradingState(
-        target=folder, mode=mode,
-        timeout=_option(config, "--grade-timeout", DEFAULT_TIMEOUT) or 0.0,
-        report_file=_option(config, "--grade-report"),
+    timeout = _option(config, "--grade-timeout", DEFAULT_TIMEOUT) or 0.0
+    if timeout < 0:
+        raise pytest.UsageError(f"--grade-timeout must be >= 0 seconds, got {timeout:g}")
+    fresh = _option(config, "--fresh-cases")
+    if fresh == -1:
+        fresh = random.SystemRandom().randrange(1, 10**6)
+    if fresh is not None and not (ROOT / "solutions").is_dir():
+        raise pytest.UsageError("--fresh-cases needs the solutions/ folder (it computes the expected values)")
+    report_file = _option(config, "--grade-report")
+    if report_file:
+        Path(report_file).unlink(missing_ok=True)  # a stale report must never pass for this run's
+    state = GradingState(
+        target=folder.resolve(), mode=mode, timeout=timeout, report_file=report_file,
+        strict=bool(_option(config, "--strict", False)), fresh_seed=fresh,
+        selection={"args": [str(a) for a in config.args], "keyword": config.option.keyword or "",
+                   "markexpr": config.option.markexpr or "", "maxfail": int(getattr(config.option, "maxfail", 0) or 0)},
+        findings=scan_target(folder.resolve()),
     )
+    for chapter, test, points in catalogue():
+        key = f"exercises/test_{chapter}.py::{test}"
+        state.records[key] = Record(nodeid=key, chapter=chapter, test=test, points=points)
+    config.stash[STATE] = state
     if getattr(config.option, "tbstyle", "auto") == "auto":
         config.option.tbstyle = "short"
 
@@ -123,84 +183,77 @@ def display_path(path: str | Path) -> str:
         return str(path)
 
 
-# --------------------------------------------------------------------------- the `ex` fixture
+def _record_for(state: GradingState, item: pytest.Item) -> Record | None:
+    return state.records.get(f"exercises/test_{exercise_name(item.path)}.py::{item.name}")
 
 
-def exercise_name(test_file: str | Path) -> str:
-    """``test_ex02_batching.py`` -> ``ex02_batching``."""
-    return Path(test_file).stem.removeprefix("test_")
+# --------------------------------------------------------------------------- workers and the `ex` fixture
+
+
+def _worker(state: GradingState, chapter: str) -> Worker:
+    worker = state.workers.get(chapter)
+    if worker is None:
+        worker = state.workers[chapter] = Worker(state.target, chapter, HERE / f"test_{chapter}.py")
+        worker.start()
+    return worker
+
+
+def _prestart_next(state: GradingState, chapter: str) -> None:
+    """Start the next chapter's worker now, so that its start-up overlaps this chapter's tests."""
+    if chapter in state.order:
+        later = state.order[state.order.index(chapter) + 1:]
+        if later and (state.target / f"{later[0]}.py").is_file():
+            _worker(state, later[0])
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    state = _state(session.config)
+    if state is None:
+        return
+    for item in session.items:
+        chapter = exercise_name(item.path)
+        if item.path.parent == HERE and chapter not in state.order:
+            state.order.append(chapter)
+
+
+def _seed_of(state: GradingState, case: str) -> int:
+    default = CASE_SEEDS[case]
+    return default if state.fresh_seed is None else state.fresh_seed * 1000 + default
+
+
+def _expected_cases(state: GradingState, chapter: str):
+    def expected(case: str, seed: int):
+        if state.fresh_seed is None:
+            if chapter not in state.snapshots:
+                state.snapshots[chapter] = json.loads((SNAPSHOTS / f"{chapter}.json").read_text(encoding="utf-8"))
+            return state.snapshots[chapter][case]
+        worker = state.reference_workers.get(chapter)
+        if worker is None:
+            worker = state.reference_workers[chapter] = Worker(ROOT / "solutions", chapter, HERE / f"test_{chapter}.py")
+        worker.begin_test(max(state.timeout, 120.0))
+        answer = worker.run("case", case, [seed], {}, f"computing the reference for {case!r} with solutions/")
+        if not answer["ok"]:
+            raise RuntimeError(f"solutions/{chapter}.py failed on the fresh case {case!r}: {answer['error']}")
+        return answer["value"]
+    return expected
 
 
 @pytest.fixture
-def ex(request: pytest.FixtureRequest):
-    """The module under test, imported from the target folder."""
+def ex(request: pytest.FixtureRequest) -> Learner:
+    """The learner's module for this test's chapter, run in the chapter's worker process."""
     state = _state(request.config)
-    name = exercise_name(request.module.__file__)
-    file = state.target / f"{name}.py"
+    chapter = exercise_name(request.module.__file__)
+    file = state.target / f"{chapter}.py"
     if not file.is_file():
         pytest.fail(f"{display_path(file)} is missing: copy it from exercises/ and write the functions", pytrace=False)
-    try:
-        return load(name)
-    except (NotImplementedError, GradeTimeout):
-        raise
-    except Exception as exc:  # a syntax error, a bad import, ...
-        where = _last_target_frame(exc.__traceback__, state.target)
-        line = f", line {where.tb_lineno}" if where else ""
-        pytest.fail(f"could not import {display_path(file)}{line}: {type(exc).__name__}: {exc}", pytrace=False)
-
-
-# --------------------------------------------------------------------------- time limit
-
-
-class GradeTimeout(BaseException):
-    """Raised inside a test that ran past the time limit.
-
-    A BaseException, so that a learner's ``except Exception:`` inside the
-    endless loop cannot swallow it.
-    """
-
-
-@contextmanager
-def _time_limit(seconds: float):
-    usable = (seconds > 0 and hasattr(signal, "setitimer")
-              and threading.current_thread() is threading.main_thread())
-    if not usable:
-        yield
-        return
-
-    def on_alarm(signum, frame):
-        raise GradeTimeout(seconds)
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # Without SIGALRM (Windows) fall back on pytest-timeout's thread method when it is installed.
-    state = _state(config)
-    if state and state.timeout > 0 and not hasattr(signal, "setitimer") and config.pluginmanager.hasplugin("timeout"):
-        for item in items:
-            if item.get_closest_marker("timeout") is None:
-                item.add_marker(pytest.mark.timeout(state.timeout))
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_setup(item: pytest.Item):
-    state = _state(item.config)
-    with _time_limit(state.timeout if state else 0):
-        return (yield)
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item):
-    state = _state(item.config)
-    with _time_limit(state.timeout if state else 0):
-        return (yield)
+    broken = broken_rules(state.findings.get(chapter, []), request.node.name)
+    if broken:
+        raise GradeFailure(f"rule broken: {broken[0].why}; found {broken[0].construct} "
+                           f"({broken[0].file}, line {broken[0].line})")
+    worker = _worker(state, chapter)
+    _prestart_next(state, chapter)
+    worker.begin_test(state.timeout)
+    return Learner(worker, display_path, _expected_cases(state, chapter), lambda case: _seed_of(state, case))
 
 
 # --------------------------------------------------------------------------- friendly failures
@@ -221,83 +274,37 @@ class FriendlyRepr:
         return self.message
 
 
-def _last_target_frame(tb, target: Path):
-    """The innermost traceback entry that lies in a file of the target folder."""
-    found = None
-    while tb is not None:
-        file = Path(tb.tb_frame.f_code.co_filename)
-        if file.parent == target:
-            found = tb
-        tb = tb.tb_next
-    return found
-
-
-def _innermost(tb):
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    return tb
-
-
-def _function_name(frame) -> str:
-    code = frame.f_code
-    qualname = getattr(code, "co_qualname", None)  # Python 3.11+
-    if qualname:
-        return qualname.replace(".<locals>", "")
-    owner = frame.f_locals.get("self")
-    return f"{type(owner).__name__}.{code.co_name}" if owner is not None else code.co_name
-
-
-def explain(excinfo: pytest.ExceptionInfo, state: GradingState) -> tuple[str, str]:
-    """Classify a failure: (outcome, one-line message)."""
-    exc, tb = excinfo.value, excinfo.tb
-    if isinstance(exc, NotImplementedError):
-        raised_at = _innermost(tb)
-        file = Path(raised_at.tb_frame.f_code.co_filename)
-        if file.parent == state.target and file.name.startswith("ex"):
-            name = _function_name(raised_at.tb_frame)
-            return "todo", f"not implemented yet: write `{name}` in {display_path(file)}"
-    if isinstance(exc, GradeTimeout) or (isinstance(exc, pytest.fail.Exception) and str(exc).startswith("Timeout")):
-        where = _last_target_frame(tb, state.target)
-        inside = ""
-        if where is not None:
-            inside = (f" while running `{_function_name(where.tb_frame)}` "
-                      f"({display_path(where.tb_frame.f_code.co_filename)}, line {where.tb_lineno})")
-        return "timeout", (f"stopped after {state.timeout:g} s{inside}: is there a loop that never ends, "
-                           f"e.g. a while loop whose condition never changes?")
-    if isinstance(exc, GradeFailure):
-        return "failed", str(exc)
-    if isinstance(exc, pytest.fail.Exception):
-        return "failed", str(exc)
-    where = _last_target_frame(tb, state.target)
-    if where is not None:
-        return "error", (f"your code raised {type(exc).__name__} in `{_function_name(where.tb_frame)}` "
-                         f"({display_path(where.tb_frame.f_code.co_filename)}, line {where.tb_lineno}): {exc}")
-    return "error", f"{type(exc).__name__}: {exc}"
+def explain(excinfo: pytest.ExceptionInfo) -> tuple[str, str, bool]:
+    """Classify a failure: (outcome, one-line message, whether the message replaces the traceback)."""
+    exc = excinfo.value
+    if isinstance(exc, Outcome):
+        return exc.outcome, exc.message, True
+    if isinstance(exc, (GradeFailure, pytest.fail.Exception)):
+        return "failed", str(exc), True
+    # An error in the grader's own code (or in what it made of an odd answer): keep the traceback.
+    return "error", f"{type(exc).__name__}: {exc}", False
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     report = yield
     state = _state(item.config)
-    if state is None or not item.nodeid.split("::")[0].endswith(".py"):
-        return report
-    record = state.records.get(item.nodeid)
+    record = _record_for(state, item) if state else None
     if record is None:
-        marker = item.get_closest_marker("points")
-        points = float(marker.args[0]) if marker else 1.0
-        record = Record(nodeid=item.nodeid, chapter=exercise_name(item.path), test=item.name, points=points)
-        state.records[item.nodeid] = record
+        return report
     if report.passed and call.when == "call":
         record.outcome, record.earned, record.message = "passed", record.points, ""
     elif report.failed and record.outcome in ("not run", "passed"):
         outcome, message = "failed", ""
         if call.excinfo is not None:
-            outcome, message = explain(call.excinfo, state)
-            if outcome != "error":
+            outcome, message, friendly = explain(call.excinfo)
+            if friendly:
                 report.longrepr = FriendlyRepr(message, str(item.path), 0)
         record.outcome, record.message, record.earned = outcome, message, 0.0
     elif report.skipped and record.outcome == "not run":
         record.outcome = "skipped"
+    if call.when == "teardown":
+        _write_report(state, exitstatus=None)  # a report exists whatever happens next
     return report
 
 
@@ -313,7 +320,7 @@ def _todo_names(records: list[Record]) -> list[str]:
     """The functions still to write, naming the file when it belongs to another chapter."""
     names = []
     for r in records:
-        if r.outcome == "todo":
+        if r.outcome == "todo" and "`" in r.message:
             name = r.message.split("`")[1]
             file = Path(r.message.rsplit(" in ", 1)[-1])
             if file.stem != r.chapter:
@@ -330,25 +337,47 @@ def summarise(state: GradingState) -> dict:
         by_chapter.setdefault(record.chapter, []).append(record)
     for chapter in sorted(by_chapter):
         recs = by_chapter[chapter]
+        findings = [f for f in state.findings.get(chapter, []) if f.kind == "integrity"]
+        zeroed = state.strict and bool(findings)
         chapters[chapter] = {
-            "points": sum(r.earned for r in recs),
+            "points": 0.0 if zeroed else sum(r.earned for r in recs),
             "max_points": sum(r.points for r in recs),
             "tests": len(recs),
             "passed": sum(r.outcome == "passed" for r in recs),
-            "failed": sum(r.outcome in ("failed", "error", "timeout") for r in recs),
+            "failed": sum(r.outcome in FAILED for r in recs),
             "todo": sum(r.outcome == "todo" for r in recs),
+            "not_run": sum(r.outcome in ("not run", "skipped") for r in recs),
             "still_to_write": _todo_names(recs),
+            "integrity": [f.as_dict() for f in findings],
+            "zeroed_by_integrity": zeroed,
         }
     totals = {key: sum(c[key] for c in chapters.values())
-              for key in ("points", "max_points", "tests", "passed", "failed", "todo")}
+              for key in ("points", "max_points", "tests", "passed", "failed", "todo", "not_run")}
     return {
         "target": str(state.target),
         "mode": state.mode,
+        "strict": state.strict,
+        "fresh_cases_seed": state.fresh_seed,
         "timeout_s": state.timeout,
+        "selection": state.selection,
         "totals": totals,
         "chapters": chapters,
+        "not_run": [r.nodeid for r in state.records.values() if r.outcome in ("not run", "skipped")],
         "tests": [asdict(r) for r in state.records.values()],
     }
+
+
+def _write_report(state: GradingState, exitstatus) -> None:
+    if not state.report_file:
+        return
+    summary = summarise(state)
+    summary["exit_status"] = None if exitstatus is None else int(exitstatus)
+    summary["complete"] = exitstatus is not None
+    path = Path(state.report_file)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def _fmt_points(x: float) -> str:
@@ -363,30 +392,42 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     tr = terminalreporter
     tr.write_sep("=", f"minigpt exercises: score for {display_path(state.target)}/")
     tr.write_line(f"{'chapter':<16} {'points':>9} {'passed':>8}  still to do")
+    skipped_chapters = []
     for chapter, c in summary["chapters"].items():
+        if c["not_run"] == c["tests"]:
+            skipped_chapters.append(chapter[2:4])
+            continue
         todo = []
+        if c["zeroed_by_integrity"]:
+            todo.append("0 points: integrity check (--strict)")
         if c["still_to_write"]:
             todo.append("write " + ", ".join(c["still_to_write"]))
         if c["failed"]:
             todo.append(f"fix {c['failed']} failing test{'s' if c['failed'] > 1 else ''}")
+        if c["not_run"]:
+            todo.append(f"{c['not_run']} not run")
         line = (f"{_chapter_label(chapter):<16} {_fmt_points(c['points']) + '/' + _fmt_points(c['max_points']):>9} "
                 f"{str(c['passed']) + '/' + str(c['tests']):>8}  {'; '.join(todo) or 'done'}")
         tr.write_line(line, green=not todo, red=bool(todo) and c["passed"] == 0, yellow=bool(todo) and c["passed"] > 0)
     t = summary["totals"]
     tr.write_line(f"{'total':<16} {_fmt_points(t['points']) + '/' + _fmt_points(t['max_points']):>9} "
                   f"{str(t['passed']) + '/' + str(t['tests']):>8}", bold=True)
+    if skipped_chapters:
+        tr.write_line(f"not run in this session: chapter{'s' if len(skipped_chapters) > 1 else ''} "
+                      f"{', '.join(skipped_chapters)} (they count in the total as not earned)")
+    warned = {f.text() for c in state.findings.values() for f in c if f.kind == "integrity"}
+    for text in sorted(warned):
+        tr.write_line(f"integrity {'(chapter earns 0)' if state.strict else 'warning'}: {text}", red=True)
+    if state.fresh_seed is not None:
+        tr.write_line(f"fresh cases drawn with --fresh-cases {state.fresh_seed}")
     if state.report_file:
         tr.write_line(f"grade report written to {state.report_file}")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus) -> None:
     state = _state(session.config)
-    if state is None or not state.report_file:
+    if state is None:
         return
-    summary = summarise(state)
-    summary["exit_status"] = int(exitstatus)
-    path = Path(state.report_file)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    for worker in list(state.workers.values()) + list(state.reference_workers.values()):
+        worker.kill()
+    _write_report(state, exitstatus)

@@ -21,14 +21,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _cases import SNAPSHOT_CASES  # noqa: E402
+from _cases import CASE_SEEDS, SNAPSHOT_CASES  # noqa: E402
 from _grading import SNAPSHOT_ATOL, SNAPSHOT_RTOL, SNAPSHOTS, to_jsonable  # noqa: E402
 from _target import load, use_target  # noqa: E402
 
 
 def compute(solutions: Path) -> dict[str, dict]:
     use_target(solutions)
-    return {exercise: {case: to_jsonable(fn(load(exercise))) for case, fn in cases.items()}
+    return {exercise: {case: to_jsonable(fn(load(exercise), CASE_SEEDS[case])) for case, fn in cases.items()}
             for exercise, cases in SNAPSHOT_CASES.items()}
 
 

@@ -5,6 +5,19 @@ import torch
 
 from _cases import windows
 from _grading import assert_close, assert_tensor, check
+from _learner import generator
+
+
+def probe_global_seed(m, data, batch_size, context_length, seed):
+    """Runs in the worker: get_batch without a generator, after torch.manual_seed(seed)."""
+    torch.manual_seed(seed)
+    return m.get_batch(data, batch_size, context_length)
+
+
+def probe_first_ids(m, data, batch_size, context_length, seed, times):
+    """Runs in the worker: the first id of every row of ``times`` batches from one generator."""
+    g = torch.Generator().manual_seed(seed)
+    return [m.get_batch(data, batch_size, context_length, g)[0][:, 0].tolist() for _ in range(times)]
 
 
 @pytest.mark.points(2)
@@ -32,7 +45,7 @@ def test_y_is_x_shifted_by_one(ex):
     data = torch.randperm(200, generator=g)  # distinct values, so a window's start can be found
     position = torch.empty_like(data)
     position[data] = torch.arange(len(data))
-    x, y = ex.get_batch(data, 6, 10, torch.Generator().manual_seed(1))
+    x, y = ex.get_batch(data, 6, 10, generator(1))
     assert_tensor(x, "x", shape=(6, 10))
     assert_tensor(y, "y", shape=(6, 10))
     for row in range(6):
@@ -49,14 +62,14 @@ def test_y_is_x_shifted_by_one(ex):
 @pytest.mark.points(2)
 def test_get_batch_draws_the_stated_offsets(ex):
     data = torch.arange(50) * 10 + 7
-    x, y = ex.get_batch(data, 5, 6, torch.Generator().manual_seed(3))
+    x, y = ex.get_batch(data, 5, 6, generator(3))
     starts = torch.randint(len(data) - 6, (5,), generator=torch.Generator().manual_seed(3))
     ex_x, ex_y = windows(data, starts, 6)
     hint = " (draw the starts with torch.randint(len(data) - context_length, (batch_size,), generator=generator))"
     assert_close(x, ex_x, "x for a seeded generator" + hint)
     assert_close(y, ex_y, "y for a seeded generator" + hint)
-    torch.manual_seed(4)
-    x, _ = ex.get_batch(data, 5, 6)
+    x, _ = ex.probe(probe_global_seed, data, 5, 6, seed=4,
+                    describe="get_batch(data, 5, 6) after torch.manual_seed(4)")
     torch.manual_seed(4)
     ex_x, _ = windows(data, torch.randint(len(data) - 6, (5,)), 6)
     assert_close(x, ex_x, "x with generator=None after torch.manual_seed(4) (use the global generator)")
@@ -66,11 +79,10 @@ def test_get_batch_draws_the_stated_offsets(ex):
 def test_every_start_is_reachable(ex):
     data = torch.arange(12)
     T = 8  # possible starts: 0, 1, 2, 3
-    g = torch.Generator().manual_seed(0)
     seen = set()
-    for _ in range(100):
-        x, y = ex.get_batch(data, 4, T, g)
-        seen.update(x[:, 0].tolist())
+    for firsts in ex.probe(probe_first_ids, data, 4, T, seed=0, times=100,
+                           describe="100 calls get_batch(torch.arange(12), 4, 8, generator)"):
+        seen.update(firsts)
     last = len(data) - T - 1
     check(last in seen, f"start {last} (the last possible one, len(data) - context_length - 1) was never drawn in "
                         f"400 windows: check the upper bound you give torch.randint")

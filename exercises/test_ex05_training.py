@@ -1,16 +1,70 @@
-"""Grader for chapter 5: exercises/ex05_training.py (estimate_loss uses your ex02_batching.py)."""
+"""Grader for chapter 5: exercises/ex05_training.py (estimate_loss uses your ex02_batching.py).
 
-import copy
+Rule: ``cross_entropy`` is written by hand (its docstring: no ``F.cross_entropy``,
+``F.log_softmax`` or ``torch.logsumexp``); ``_integrity.py`` enforces it.
+The small models come from ``_cases.py``; the grader builds the same ones in
+its own process to compute the expected losses and weights.
+"""
+
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from _cases import LR_SETTINGS, SNAPSHOT_CASES, Recorder, TrainableBigram, windows
-from _grading import assert_close, assert_number, assert_tensor, check, fail, load_snapshot
+from _cases import DropoutBigram, Recorder, TrainableBigram, lr_settings, modes, windows
+from _grading import assert_close, assert_number, assert_tensor, check, fail
+from _learner import generator
 
-SNAPSHOT = load_snapshot("ex05_training")
+
+def probe_cross_entropy_gradient(m, logits, targets):
+    """Runs in the worker: the gradient of the learner's cross_entropy with respect to the logits."""
+    mine = logits.clone().requires_grad_(True)
+    m.cross_entropy(mine, targets).backward()
+    return mine.grad
+
+
+def probe_train_step(m, seed, x, y, lr, stale_grad=None, dropout=False):
+    """Runs in the worker: one train_step of a seeded bigram with SGD; what it returned and did."""
+    inner = (DropoutBigram if dropout else TrainableBigram)(8, seed=seed)
+    model = Recorder(inner)
+    model.train()
+    if stale_grad is not None:
+        for p in model.parameters():
+            p.grad = torch.full_like(p, stale_grad)  # left over from an earlier step
+    returned = m.train_step(model, torch.optim.SGD(model.parameters(), lr=lr), x, y)
+    return {"returned": returned, "weight": inner.logits_table.weight.detach(), "calls": model.calls}
+
+
+def probe_training(m, seed, x, y, steps):
+    """Runs in the worker: ``steps`` calls of train_step with AdamW on one batch."""
+    torch.manual_seed(0)
+    model = TrainableBigram(8, seed=seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    return [m.train_step(model, optimizer, x, y) for _ in range(steps)]
+
+
+def probe_estimate_loss(m, splits, start_in_train, **kwargs):
+    """Runs in the worker: estimate_loss on a recorded bigram with dropout inside."""
+    model = Recorder(DropoutBigram(8, seed=4))
+    model.train(start_in_train)
+    out = m.estimate_loss(model, splits, **kwargs)
+    return {"out": out, "calls": model.calls, "after": modes(model)}
+
+
+def probe_estimate_loss_value(m, seed, splits, **kwargs):
+    """Runs in the worker: estimate_loss of a seeded bigram."""
+    return m.estimate_loss(TrainableBigram(8, seed=seed), splits, **kwargs)
+
+
+def check_cross_entropy(ex, logits, targets, what, atol=1e-5):
+    got = ex.cross_entropy(logits, targets)
+    name = f"cross_entropy(logits of shape {tuple(logits.shape)}, targets) for {what}"
+    assert_tensor(got, name, shape=())
+    check(bool(torch.isfinite(got)), f"{name} gave {got.item()}: subtract each row's own maximum before exp (and "
+                                     f"add it back after log); -log(softmax(...)) overflows for a confident "
+                                     f"wrong prediction")
+    assert_close(got, F.cross_entropy(logits.double(), targets).float(), f"{name} (the mean over the rows)", atol=atol)
 
 
 @pytest.mark.points(2)
@@ -18,9 +72,7 @@ def test_cross_entropy_matches_pytorch(ex):
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(12, 9, generator=g) * 3
     targets = torch.randint(9, (12,), generator=g)
-    got = ex.cross_entropy(logits, targets)
-    assert_tensor(got, "cross_entropy(logits (12, 9), targets (12,))", shape=())
-    assert_close(got, F.cross_entropy(logits, targets), "cross_entropy (the mean over the 12 rows)", atol=1e-5)
+    check_cross_entropy(ex, logits, targets, "random logits")
 
 
 @pytest.mark.points(1)
@@ -28,10 +80,17 @@ def test_cross_entropy_is_stable_for_large_logits(ex):
     g = torch.Generator().manual_seed(1)
     logits = torch.randn(6, 5, generator=g) * 10 + 1000.0
     targets = torch.randint(5, (6,), generator=g)
-    got = ex.cross_entropy(logits, targets)
-    check(bool(torch.isfinite(got)), f"cross_entropy gave {got.item()} for logits around 1000: subtract each row's "
-                                     f"maximum before exp (and add it back after log)")
-    assert_close(got, F.cross_entropy(logits, targets), "cross_entropy for logits around 1000", atol=1e-4)
+    check_cross_entropy(ex, logits, targets, "logits around 1000", atol=1e-4)
+
+
+@pytest.mark.points(1)
+def test_cross_entropy_rows_of_different_scales(ex):
+    # One row around 0, one around 300, one confident and wrong: a single maximum for the whole batch, or
+    # -log(softmax(...)), gives inf here.
+    logits = torch.tensor([[0.5, -1.0, 2.0, 0.0], [300.0, 310.0, 290.0, 305.0], [0.0, 200.0, 0.0, 0.0]])
+    targets = torch.tensor([2, 0, 0])
+    check_cross_entropy(ex, logits, targets, "rows of very different scales and a confident wrong prediction",
+                        atol=1e-3)
 
 
 @pytest.mark.points(1)
@@ -39,12 +98,12 @@ def test_cross_entropy_gradient(ex):
     g = torch.Generator().manual_seed(2)
     logits = torch.randn(4, 7, generator=g)
     targets = torch.randint(7, (4,), generator=g)
-    mine = logits.clone().requires_grad_(True)
-    ex.cross_entropy(mine, targets).backward()
+    grad = ex.probe(probe_cross_entropy_gradient, logits, targets,
+                    describe="cross_entropy(logits (4, 7), targets).backward()")
+    check(grad is not None, "no gradient reached the logits: keep the computation in torch (no .item(), no numpy)")
     ref = logits.clone().requires_grad_(True)
     F.cross_entropy(ref, targets).backward()
-    check(mine.grad is not None, "no gradient reached the logits: keep the computation in torch (no .item(), no numpy)")
-    assert_close(mine.grad, ref.grad, "gradient of cross_entropy with respect to the logits", atol=1e-5)
+    assert_close(grad, ref.grad, "gradient of cross_entropy with respect to the logits", atol=1e-5)
 
 
 def bigram_batch(seed=0, vocab_size=8):
@@ -52,46 +111,57 @@ def bigram_batch(seed=0, vocab_size=8):
     return torch.randint(vocab_size, (4, 6), generator=g), torch.randint(vocab_size, (4, 6), generator=g)
 
 
+def expected_after_sgd(seed, x, y, lr):
+    """The loss before and the weights after one plain SGD step, computed here."""
+    model = TrainableBigram(8, seed=seed)
+    loss = model(x, y)[1]
+    loss.backward()
+    weight = model.logits_table.weight
+    return loss.item(), (weight - lr * weight.grad).detach()
+
+
 @pytest.mark.points(2)
 def test_train_step_returns_the_loss_and_updates(ex):
-    model = TrainableBigram(8, seed=0)
     x, y = bigram_batch()
-    before = copy.deepcopy(model)
-    expected_loss = before(x, y)[1]
-    expected_loss.backward()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
-    got = ex.train_step(model, optimizer, x, y)
-    assert_number(got, expected_loss.item(), "train_step's return value (the batch loss before the update)", atol=1e-5)
-    expected_weight = before.logits_table.weight - 0.5 * before.logits_table.weight.grad
-    assert_close(model.logits_table.weight.detach(), expected_weight.detach(),
-                 "the weights after one SGD step (lr=0.5): did you call loss.backward() and optimizer.step()?", atol=1e-5)
+    got = ex.probe(probe_train_step, 0, x, y, 0.5, describe="train_step(model, SGD(lr=0.5), x, y)")
+    loss, weight = expected_after_sgd(0, x, y, 0.5)
+    assert_number(got["returned"], loss, "train_step's return value (the batch loss before the update)", atol=1e-5)
+    assert_close(got["weight"], weight, "the weights after one SGD step (lr=0.5): did you call loss.backward() "
+                                        "and optimizer.step()?", atol=1e-5)
 
 
 @pytest.mark.points(2)
 def test_train_step_clears_old_gradients(ex):
-    model = TrainableBigram(8, seed=1)
     x, y = bigram_batch(seed=1)
-    before = copy.deepcopy(model)
-    before(x, y)[1].backward()
-    for p in model.parameters():
-        p.grad = torch.full_like(p, 100.0)  # left over from an earlier step
-    ex.train_step(model, torch.optim.SGD(model.parameters(), lr=0.5), x, y)
-    expected_weight = before.logits_table.weight - 0.5 * before.logits_table.weight.grad
-    assert_close(model.logits_table.weight.detach(), expected_weight.detach(),
-                 "the weights after one step when old gradients were left in .grad "
-                 "(call optimizer.zero_grad() before loss.backward())", atol=1e-5)
+    got = ex.probe(probe_train_step, 1, x, y, 0.5, stale_grad=100.0,
+                   describe="train_step(model, SGD(lr=0.5), x, y) with old gradients left in .grad")
+    _, weight = expected_after_sgd(1, x, y, 0.5)
+    assert_close(got["weight"], weight, "the weights after one step when old gradients were left in .grad "
+                                        "(call optimizer.zero_grad() before loss.backward())", atol=1e-5)
+
+
+@pytest.mark.points(1)
+def test_train_step_runs_the_model_in_train_mode(ex):
+    x, y = bigram_batch(seed=2)
+    got = ex.probe(probe_train_step, 2, x, y, 0.1, dropout=True,
+                   describe="train_step(model with dropout, SGD(lr=0.1), x, y)")
+    check(len(got["calls"]) >= 1, "train_step never called the model")
+    for call in got["calls"]:
+        off = [name for name, training in call["modes"].items() if not training]
+        check(not off, f"train_step ran the model with {', '.join(off)} in eval mode: training needs dropout on "
+                       f"(do not call model.eval() in train_step)")
+        check(call["grad_enabled"], "train_step ran the model without gradients (torch.no_grad()): "
+                                    "the loss must be differentiable")
 
 
 @pytest.mark.points(1)
 def test_loss_falls_when_training(ex):
-    torch.manual_seed(0)
-    model = TrainableBigram(8, seed=2)
     x, y = bigram_batch(seed=2)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
-    losses = [ex.train_step(model, optimizer, x, y) for _ in range(30)]
-    check(all(isinstance(v, float) for v in losses), "train_step should return a Python float (loss.item())")
+    losses = ex.probe(probe_training, 2, x, y, 30, describe="30 calls of train_step(model, AdamW(lr=0.1), x, y)")
+    check(all(type(v) is float for v in losses), "train_step should return a Python float (loss.item())")
     check(losses[-1] < losses[0] - 0.5,
-          f"the loss went from {losses[0]:.3f} to {losses[-1]:.3f} in 30 steps on one batch; it should fall by more than 0.5")
+          f"the loss went from {losses[0]:.3f} to {losses[-1]:.3f} in 30 steps on one batch; it should fall by more "
+          f"than 0.5")
 
 
 @pytest.mark.points(2)
@@ -110,18 +180,20 @@ def test_learning_rate_hits_its_stated_points(ex):
         got = ex.learning_rate(step, **settings)
         assert_number(got, expected, f"learning_rate({step}, max_lr=1.0, min_lr=0.1, warmup_iters=10, max_iters=110) "
                                      f"({why})", atol=1e-9)
-    assert_number(ex.learning_rate(0, 1.0, 0.1, 0, 100), 1.0, "learning_rate(0, ..., warmup_iters=0) (no warm-up)", atol=1e-9)
+    assert_number(ex.learning_rate(0, 1.0, 0.1, 0, 100), 1.0, "learning_rate(0, ..., warmup_iters=0) (no warm-up)",
+                  atol=1e-9)
 
 
 @pytest.mark.points(1)
 def test_learning_rate_curve_matches_reference(ex):
-    got = SNAPSHOT_CASES["ex05_training"]["lr_curve"](ex)
-    for step, (g, e) in enumerate(zip(got, SNAPSHOT["lr_curve"])):
-        if not math.isclose(g, e, rel_tol=1e-6, abs_tol=1e-12):
-            fail(f"learning_rate(step={step}, {LR_SETTINGS}) is {g!r}, expected {e!r}")
-    rising = got[: LR_SETTINGS["warmup_iters"]]
+    got, expected = ex.case("lr_curve")
+    settings = lr_settings(ex.case_seed("lr_curve"))
+    for step, (g, e) in enumerate(zip(got, expected)):
+        if not (isinstance(g, float) and math.isclose(g, e, rel_tol=1e-6, abs_tol=1e-12)):
+            fail(f"learning_rate({step}, {settings}) is {g!r}, expected {e!r}")
+    rising = got[: settings["warmup_iters"]]
     check(all(a < b for a, b in zip(rising, rising[1:])), "the learning rate must rise during warm-up")
-    falling = got[LR_SETTINGS["warmup_iters"]:]
+    falling = got[settings["warmup_iters"]:]
     check(all(a >= b for a, b in zip(falling, falling[1:])), "the learning rate must never rise after warm-up")
 
 
@@ -133,17 +205,21 @@ def splits():
 @pytest.mark.points(2)
 def test_estimate_loss_uses_eval_mode_and_no_grad(ex):
     for start_in_train in (True, False):
-        model = Recorder(TrainableBigram(8, seed=4))
-        model.train(start_in_train)
-        out = ex.estimate_loss(model, splits(), eval_iters=2, batch_size=3, context_length=5)
         mode = "train" if start_in_train else "eval"
-        check(len(model.calls) == 4, f"with 2 splits and eval_iters=2 the model should be called 4 times, "
-                                     f"got {len(model.calls)}")
-        check(not any(c["training"] for c in model.calls), "the model ran in train mode: call model.eval() first")
-        check(not any(c["grad_enabled"] for c in model.calls),
-              "the model ran with gradients enabled: wrap the loop in torch.no_grad() so no graph is built")
-        check(model.training == start_in_train, f"the model was in {mode} mode before estimate_loss and "
-                                                f"in {'train' if model.training else 'eval'} mode after: restore it")
+        got = ex.probe(probe_estimate_loss, splits(), start_in_train, eval_iters=2, batch_size=3, context_length=5,
+                       describe=f"estimate_loss(model in {mode} mode, splits, eval_iters=2, batch_size=3, "
+                                f"context_length=5)")
+        calls, out = got["calls"], got["out"]
+        check(len(calls) == 4, f"with 2 splits and eval_iters=2 the model should be called 4 times, got {len(calls)}")
+        for call in calls:
+            on = [name for name, training in call["modes"].items() if training]
+            check(not on, f"the model ran with {', '.join(on)} in train mode: call model.eval(), which switches "
+                          f"every submodule (setting model.training = False switches only the model itself)")
+            check(not call["grad_enabled"],
+                  "the model ran with gradients enabled: wrap the loop in torch.no_grad() so no graph is built")
+        wrong = [name for name, training in got["after"].items() if training != start_in_train]
+        check(not wrong, f"the model was in {mode} mode before estimate_loss, and after it {', '.join(wrong)} "
+                         f"{'is' if len(wrong) == 1 else 'are'} not: put it back with model.train(was_training)")
         check(isinstance(out, dict) and list(out) == ["train", "val"],
               f"estimate_loss should return a dict with the keys ['train', 'val'], got {out!r}")
         check(all(type(v) is float for v in out.values()),
@@ -152,10 +228,12 @@ def test_estimate_loss_uses_eval_mode_and_no_grad(ex):
 
 @pytest.mark.points(2)
 def test_estimate_loss_value(ex):
-    model = TrainableBigram(8, seed=5)
     data = splits()
-    got = ex.estimate_loss(model, data, eval_iters=3, batch_size=4, context_length=5,
-                           generator=torch.Generator().manual_seed(6))
+    got = ex.probe(probe_estimate_loss_value, 5, data, eval_iters=3, batch_size=4, context_length=5,
+                   generator=generator(6),
+                   describe="estimate_loss(model, splits, eval_iters=3, batch_size=4, context_length=5, generator)")
+    check(isinstance(got, dict), f"estimate_loss should return a dict, got {type(got).__name__}")
+    model = TrainableBigram(8, seed=5)
     g = torch.Generator().manual_seed(6)
     with torch.no_grad():
         for name, split in data.items():
@@ -166,3 +244,4 @@ def test_estimate_loss_value(ex):
             assert_number(got.get(name), sum(losses) / 3,
                           f"estimate_loss(...)[{name!r}] (mean over eval_iters batches drawn with get_batch, "
                           f"splits in the dict's order)", atol=1e-5)
+

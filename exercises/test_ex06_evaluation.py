@@ -41,5 +41,14 @@ def test_best_step(ex):
            {"step": 30, "train": 2.8, "val": 1.5}, {"step": 40, "train": 2.7, "val": 1.7}]
     got = ex.best_step(tie)
     check(got == 20, f"best_step: steps 20 and 30 tie at val 1.5, the first one (20) should win, got {got!r}")
+    several_minima = [{"step": s, "train": 3.0, "val": v} for s, v in
+                      [(0, 4.0), (10, 3.0), (20, 3.5), (30, 2.0), (40, 2.6), (50, 2.2)]]
+    got = ex.best_step(several_minima)
+    check(got == 30, f"best_step: the validation loss falls, rises at step 20, then falls lower at step 30 (2.0): "
+                     f"the lowest over the whole history wins, got {got!r} (do not stop at the first rise)")
+    small_steps = [{"step": s, "train": 3.0, "val": v} for s, v in [(0, 2.0), (1, 1.995), (2, 1.991), (3, 1.999)]]
+    got = ex.best_step(small_steps)
+    check(got == 2, f"best_step: val 2.0, 1.995, 1.991, 1.999: the smallest is at step 2, got {got!r} "
+                    f"(every improvement counts, however small)")
     single = [{"step": 7, "train": 1.0, "val": 1.0}]
     check(ex.best_step(single) == 7, "best_step of a one-record history should be that record's step (7)")

@@ -4,11 +4,29 @@
 import pytest
 import torch
 
-from _cases import SNAPSHOT_CASES, BigramTable, Recorder
-from _grading import assert_close, assert_tensor, check, fail, load_snapshot
+from _cases import BigramTable, Recorder
+from _grading import assert_close, assert_tensor, check, fail
+from _learner import generator
 
-SNAPSHOT = load_snapshot("ex07_sampling")
 NEG_INF = float("-inf")
+
+
+def probe_generate(m, table_seed, prompt, max_new_tokens, record=False, **settings):
+    """Runs in the worker: generate from a fixed bigram table (optionally recording every model call)."""
+    model = BigramTable(vocab_size=9, seed=table_seed)
+    if record:
+        model = Recorder(model)
+    out = m.generate(model, prompt, max_new_tokens, **settings)
+    return {"out": out, "calls": model.calls if record else []}
+
+
+def check_removed_are_minus_inf(got, keep, name):
+    """Every removed logit must be exactly -inf (a large negative number still leaves some probability)."""
+    removed = got[~keep]
+    bad = removed[removed != NEG_INF]
+    if bad.numel():
+        fail(f"{name}: removed logits must be -inf, got {bad[0].item():.4g}: a large negative number such as -1e9 "
+             f"still leaves a small probability (and breaks with other dtypes); use float('-inf')")
 
 
 def random_logits(shape, seed, scale=2.0):
@@ -21,8 +39,7 @@ def test_apply_temperature(ex):
     for t in (0.5, 1.0, 2.0):
         assert_close(ex.apply_temperature(logits, t), logits / t, f"apply_temperature(logits, {t}) (logits / temperature)")
     for bad in (0.0, -1.0):
-        with pytest.raises(ValueError):
-            ex.apply_temperature(logits, bad)
+        ex.raises("ValueError", "apply_temperature", logits, bad, why="temperature must be > 0")
 
 
 def kept(filtered):
@@ -32,21 +49,35 @@ def kept(filtered):
 @pytest.mark.points(2)
 def test_top_k_keeps_exactly_the_k_largest(ex):
     logits = random_logits((4, 10), seed=1)
-    original = logits.clone()
     for k in (1, 3, 9):
-        got = ex.top_k_filter(logits, k)
-        assert_tensor(got, f"top_k_filter(logits, {k})", shape=(4, 10))
-        check(torch.equal(logits, original), "top_k_filter changed its input: return a new tensor")
+        got = ex.top_k_filter(logits, k)  # the call fails if it changes logits in place
+        name = f"top_k_filter(logits (4, 10), {k})"
+        assert_tensor(got, name, shape=(4, 10))
         expected_keep = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, logits.topk(k, dim=-1).indices, True)
+        check_removed_are_minus_inf(got, expected_keep, name)
         for row in range(4):
             if not torch.equal(kept(got[row]), expected_keep[row]):
-                fail(f"top_k_filter(logits, {k}), row {row}: should keep positions "
+                fail(f"{name}, row {row}: should keep positions "
                      f"{expected_keep[row].nonzero().flatten().tolist()}, kept {kept(got[row]).nonzero().flatten().tolist()}")
-        check(torch.equal(got[expected_keep], logits[expected_keep]), f"top_k_filter(logits, {k}) changed the kept values")
+        check(torch.equal(got[expected_keep], logits[expected_keep]), f"{name} changed the kept values")
     assert_close(ex.top_k_filter(logits, 10), logits, "top_k_filter(logits, k=V) (nothing removed)")
     assert_close(ex.top_k_filter(logits, 50), logits, "top_k_filter(logits, k > V) (nothing removed)")
     one_d = logits[0]
     check(int(kept(ex.top_k_filter(one_d, 2)).sum()) == 2, "top_k_filter on a 1-D tensor (V,) should keep 2 of 10 for k=2")
+
+
+@pytest.mark.points(1)
+def test_top_k_keeps_every_logit_tied_with_the_kth(ex):
+    logits = torch.tensor([[3.0, 1.0, 2.0, 2.0, 0.0], [5.0, 5.0, 5.0, 1.0, 0.0]])
+    for k, keep in [(2, [[0, 2, 3], [0, 1, 2]]), (1, [[0], [0, 1, 2]])]:
+        got = ex.top_k_filter(logits, k)
+        name = f"top_k_filter({logits.tolist()}, {k})"
+        assert_tensor(got, name, shape=(2, 5))
+        for row in range(2):
+            got_keep = kept(got[row]).nonzero().flatten().tolist()
+            if got_keep != keep[row]:
+                fail(f"{name}, row {row}: should keep positions {keep[row]} (the docstring's tie rule: every logit "
+                     f"equal to the k-th largest is kept), kept {got_keep}")
 
 
 @pytest.mark.points(2)
@@ -56,6 +87,8 @@ def test_top_p_keeps_the_smallest_sufficient_set(ex):
     for p, keep in [(0.4, [1]), (0.75, [1, 3]), (0.85, [0, 1, 3]), (1.0, [0, 1, 2, 3])]:
         got = ex.top_p_filter(logits, p)
         assert_tensor(got, f"top_p_filter(logits, {p})", shape=(4,))
+        check_removed_are_minus_inf(got, torch.zeros(4, dtype=torch.bool).index_fill(0, torch.tensor(keep), True),
+                                    f"top_p_filter(logits, {p})")
         got_keep = kept(got).nonzero().flatten().tolist()
         if got_keep != keep:
             fail(f"top_p_filter with probabilities {[round(v, 4) for v in probs.tolist()]} and p={p} should keep "
@@ -70,11 +103,9 @@ def test_top_p_keeps_the_smallest_sufficient_set(ex):
 @pytest.mark.points(1)
 def test_top_p_on_random_rows(ex):
     logits = random_logits((5, 30), seed=2)
-    original = logits.clone()
     for p in (0.3, 0.6, 0.9):
-        got = ex.top_p_filter(logits, p)
+        got = ex.top_p_filter(logits, p)  # the call fails if it changes logits in place
         assert_tensor(got, f"top_p_filter(logits (5, 30), {p})", shape=(5, 30))
-        check(torch.equal(logits, original), "top_p_filter changed its input: return a new tensor")
         probs = torch.softmax(logits.double(), dim=-1)
         for row in range(5):
             sorted_probs, order = probs[row].sort(descending=True)
@@ -98,9 +129,9 @@ def test_apply_penalties(ex):
 
 @pytest.mark.points(1)
 def test_generate_shape_and_prompt(ex):
-    model = BigramTable(vocab_size=9, seed=1)
     prompt = torch.tensor([[1, 2, 3], [4, 5, 6]])
-    out = ex.generate(model, prompt, 10, context_length=4, generator=torch.Generator().manual_seed(0))
+    out = ex.probe(probe_generate, 1, prompt, 10, context_length=4, generator=generator(0),
+                   describe="generate(model, prompt (2, 3), max_new_tokens=10, context_length=4)")["out"]
     assert_tensor(out, "generate(model, prompt (2, 3), max_new_tokens=10)", shape=(2, 13), dtype=torch.long)
     check(torch.equal(out[:, :3], prompt), "the output of generate should start with the prompt, unchanged")
     check(bool(((out >= 0) & (out < 9)).all()), "generate produced ids outside [0, vocab_size)")
@@ -108,11 +139,13 @@ def test_generate_shape_and_prompt(ex):
 
 @pytest.mark.points(2)
 def test_generate_crops_the_context(ex):
-    model = Recorder(BigramTable(vocab_size=9, seed=2))
     prompt = torch.tensor([[1, 2]])
-    out = ex.generate(model, prompt, 8, context_length=4, generator=torch.Generator().manual_seed(0))
-    check(len(model.calls) == 8, f"generate(max_new_tokens=8) should call the model 8 times, got {len(model.calls)}")
-    for i, call in enumerate(model.calls):
+    got = ex.probe(probe_generate, 2, prompt, 8, record=True, context_length=4, generator=generator(0),
+                   describe="generate(model, prompt (1, 2), max_new_tokens=8, context_length=4)")
+    out, calls = got["out"], got["calls"]
+    assert_tensor(out, "generate(model, prompt (1, 2), max_new_tokens=8)", shape=(1, 10))
+    check(len(calls) == 8, f"generate(max_new_tokens=8) should call the model 8 times, got {len(calls)}")
+    for i, call in enumerate(calls):
         length = 2 + i  # tokens known before step i
         expected = out[:, :length][:, -4:]
         if not torch.equal(call["idx"], expected):
@@ -122,21 +155,23 @@ def test_generate_crops_the_context(ex):
 
 @pytest.mark.points(2)
 def test_generate_greedy_when_temperature_is_zero(ex):
-    model = BigramTable(vocab_size=9, seed=3)
+    table = BigramTable(vocab_size=9, seed=3)
     prompt = torch.tensor([[0], [5]])
     expected = prompt.clone()
     for _ in range(6):
-        expected = torch.cat([expected, model.table[expected[:, -1]].argmax(-1, keepdim=True)], dim=1)
-    got = ex.generate(model, prompt, 6, context_length=4, temperature=0.0)
+        expected = torch.cat([expected, table.table[expected[:, -1]].argmax(-1, keepdim=True)], dim=1)
+    got = ex.probe(probe_generate, 3, prompt, 6, context_length=4, temperature=0.0,
+                   describe="generate(model, prompt, 6, context_length=4, temperature=0)")["out"]
     assert_close(got, expected, "generate(..., temperature=0) (always the argmax of the last position's logits)")
-    got = ex.generate(model, prompt, 6, context_length=4, top_k=1, generator=torch.Generator().manual_seed(0))
+    got = ex.probe(probe_generate, 3, prompt, 6, context_length=4, top_k=1, generator=generator(0),
+                   describe="generate(model, prompt, 6, context_length=4, top_k=1)")["out"]
     assert_close(got, expected, "generate(..., top_k=1) (only one token left to sample)")
 
 
 @pytest.mark.points(2)
 def test_generate_matches_reference_samples(ex):
-    got = SNAPSHOT_CASES["ex07_sampling"]["generated_samples"](ex)
+    got, expected = ex.case("generated_samples")
     hint = ("(one torch.multinomial(probs, num_samples=1, generator=generator) per step, "
             "on softmax(top_k_filter(logits / temperature)))")
-    for name, expected in SNAPSHOT["generated_samples"].items():
-        assert_close(got[name], torch.tensor(expected), f"tokens sampled with {name.replace('_', ' ')} {hint}")
+    for name, tokens in expected.items():
+        assert_close(got[name], torch.as_tensor(tokens), f"tokens sampled with {name.replace('_', ' ')} {hint}")

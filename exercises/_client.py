@@ -1,0 +1,232 @@
+"""The pytest side of a worker: start it, send it requests, kill it at the time limit.
+
+One :class:`Worker` per chapter runs that chapter's learner file in its own
+Python process (``_worker.py``). A request waits at most until the current
+test's deadline; past it the worker and everything it started are killed
+with SIGKILL, the test is recorded as ``timeout``, and the next test gets a
+fresh worker. A worker that dies (``os._exit``, ``sys.exit`` at import, a
+crash) costs only the test that was running. If importing the learner's file
+fails, times out or crashes, the chapter remembers why and its other tests
+say so at once instead of waiting again.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _protocol import HEADER, MAX_FRAME, ProtocolError, loads, write_frame
+
+HERE = Path(__file__).resolve().parent
+START_LIMIT = 120.0  # seconds for a fresh worker to import torch and the grader (not the learner's time)
+
+
+class Outcome(Exception):
+    """A test result decided by what the worker did; ``outcome`` names it for the report."""
+
+    outcome = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotImplementedYet(Outcome):
+    outcome = "todo"
+
+
+class LearnerRaised(Outcome):
+    """The learner's code raised an exception; ``info`` describes it (type, mro, message, where)."""
+
+    outcome = "error"
+
+    def __init__(self, message: str, info: dict) -> None:
+        super().__init__(message)
+        self.info = info
+
+
+class WorkerTimeout(Outcome):
+    outcome = "timeout"
+
+
+class WorkerCrashed(Outcome):
+    outcome = "crashed"
+
+
+def chapter_number(module: str) -> int:
+    return int(module[2:4])
+
+
+class Worker:
+    """One chapter's learner file, in its own process."""
+
+    def __init__(self, target: Path, module: str, test_file: Path) -> None:
+        self.target, self.module, self.test_file = target, module, test_file
+        self.proc: subprocess.Popen | None = None
+        self.log = None
+        self.imported = False
+        self.import_failure: Outcome | None = None  # remembered: the chapter's other tests fail at once
+        self.deadline = float("inf")
+        self.limit = 0.0
+        self.activity = ""
+
+    # ------------------------------------------------------------------ process
+
+    def start(self) -> None:
+        if self.proc is not None:
+            return
+        to_child, self._send = os.pipe()
+        self._recv, from_child = os.pipe()
+        self.log = tempfile.TemporaryFile()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "PYTHON"))}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-I", str(HERE / "_worker.py"), str(self.target), str(HERE),
+             str(to_child), str(from_child), str(self.test_file)],
+            pass_fds=(to_child, from_child), stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
+            start_new_session=True, env=env, cwd=str(self.target))
+        os.close(to_child)
+        os.close(from_child)
+        self._ready = False
+
+    def _wait_ready(self) -> None:
+        if self._ready:
+            return
+        answer = self._read(time.monotonic() + START_LIMIT, "starting the grader's worker")
+        if not (isinstance(answer, dict) and answer.get("ready")):
+            raise WorkerCrashed(f"the grader's worker for {self.module} did not start: {self._log_tail()}")
+        self._ready = True
+
+    def kill(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait()
+        for fd in (self._send, self._recv):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.proc, self.imported = None, False
+
+    def _log_tail(self) -> str:
+        if self.log is None:
+            return ""
+        self.log.seek(0)
+        lines = [ln for ln in self.log.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+        return lines[-1][:300] if lines else "(nothing printed)"
+
+    # ------------------------------------------------------------------ frames
+
+    def _read_exactly(self, size: int, deadline: float, doing: str) -> bytes:
+        chunks, left = [], size
+        while left:
+            wait = deadline - time.monotonic()
+            if wait <= 0:
+                self._on_timeout(doing)
+            ready, _, _ = select.select([self._recv], [], [], wait)
+            if not ready:
+                self._on_timeout(doing)
+            chunk = os.read(self._recv, min(left, 1 << 20))
+            if not chunk:
+                self._on_crash(doing)
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+
+    def _read(self, deadline: float, doing: str) -> Any:
+        (size,) = HEADER.unpack(self._read_exactly(HEADER.size, deadline, doing))
+        if size > MAX_FRAME:
+            self.kill()
+            raise WorkerCrashed(f"{doing}: the worker sent a frame of {size} bytes; stopped it")
+        try:
+            return loads(self._read_exactly(size, deadline, doing))
+        except ProtocolError as exc:
+            self.kill()
+            raise WorkerCrashed(f"{doing}: {exc}") from None
+
+    def _on_timeout(self, doing: str) -> None:
+        self.kill()
+        raise WorkerTimeout(f"{doing} ran past {self.limit:g} s: is there a loop that never ends, "
+                            f"e.g. a while loop whose condition never changes?")
+
+    def _on_crash(self, doing: str) -> None:
+        code = self.proc.wait() if self.proc else None
+        tail = self._log_tail()
+        self.kill()
+        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        raise WorkerCrashed(f"{doing} stopped the process running your code ({how}): does your code call "
+                            f"sys.exit(), os._exit(), exit() or pytest.exit()? last output: {tail}")
+
+    # ------------------------------------------------------------------ requests
+
+    def begin_test(self, limit: float) -> None:
+        self.limit = limit
+        self.deadline = time.monotonic() + limit if limit > 0 else float("inf")
+
+    def _request(self, request: dict, deadline: float, doing: str) -> dict:
+        self.start()
+        self._wait_ready()
+        try:
+            write_frame(self._send, request)
+        except (BrokenPipeError, OSError):
+            self._on_crash(doing)
+        answer = self._read(deadline, doing)
+        if not isinstance(answer, dict) or "ok" not in answer:
+            self.kill()
+            raise WorkerCrashed(f"{doing}: the worker sent an answer the grader cannot read")
+        return answer
+
+    def ensure_imported(self) -> None:
+        if self.import_failure is not None:
+            raise self.import_failure
+        if self.imported:
+            return
+        file = f"{self.module}.py"
+        doing = f"importing {file}"
+        deadline = time.monotonic() + self.limit if self.limit > 0 else float("inf")
+        try:
+            answer = self._request({"op": "import", "module": self.module}, deadline, doing)
+        except WorkerTimeout:
+            self.import_failure = WorkerTimeout(
+                f"importing {file} ran past {self.limit:g} s: is there code at the bottom of the file "
+                f"(a demo, a training loop) that should be inside a function or under "
+                f"`if __name__ == \"__main__\":`?")
+            raise self.import_failure from None
+        except WorkerCrashed as exc:
+            self.import_failure = WorkerCrashed(exc.message.replace("does your code call", "does the file call",
+                                                                    1) + " (while importing it)")
+            raise self.import_failure from None
+        if not answer["ok"]:
+            self.import_failure = self._import_error(answer["error"])
+            raise self.import_failure
+        self.imported = True
+        self.begin_test(self.limit)  # the test's own time starts once the file is imported
+
+    def _import_error(self, info: dict) -> Outcome:
+        file, where = f"{self.module}.py", info.get("file")
+        missing = info.get("missing_module") or ""
+        owner = where if where and where != file else (f"{missing}.py" if missing.startswith("ex") else None)
+        if owner and owner[:2] == "ex" and owner[2:4].isdigit() and owner != file:
+            if info["not_implemented"]:
+                return NotImplementedYet(f"not implemented yet: write `{info['function']}` in {owner}")
+            return LearnerRaised(f"could not import {file}: it uses {owner}, which fails "
+                                 f"({info['type']}: {info['message']}): finish chapter {int(owner[2:4])} first",
+                                 info)
+        line = f", line {info['line']}" if info.get("line") and where == file else ""
+        return LearnerRaised(f"could not import {file}{line}: {info['type']}: {info['message']}", info)
+
+    def run(self, op: str, name: str, args: list, kwargs: dict, doing: str) -> dict:
+        """Send one request within the current test's deadline; return the answer (ok or error)."""
+        self.ensure_imported()
+        request = {"op": op, "module": self.module, "name": name, "args": list(args), "kwargs": dict(kwargs)}
+        return self._request(request, self.deadline, doing)

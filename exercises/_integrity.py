@@ -1,0 +1,195 @@
+"""Integrity checks on a learner's files, read as text (never imported).
+
+Two kinds of findings, each with the file, the line and the construct:
+
+- **integrity**: code that reaches for answers or for the grader instead of
+  computing: importing ``minigpt``, ``solutions`` or the grader's modules,
+  naming ``solutions/`` or ``snapshots/``, ``exec``/``eval``/``compile``/
+  ``__import__``/``importlib``, touching ``__code__``, ``sys.modules`` or
+  frames, patching a module (``torch.isclose = ...``) or ``builtins``. With
+  ``--strict`` the chapter earns 0 (and so does every chapter whose file
+  imports the flagged one); without it, the learner sees a warning.
+- **by hand**: an exercise that says "by hand" must not call the library
+  function that does the work (fused attention in chapter 3, ``F.cross_entropy``,
+  ``F.log_softmax`` or ``torch.logsumexp`` in chapter 5's ``cross_entropy``).
+  The tests of that function fail, in every mode, with a message naming the rule.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+EXERCISE_FILE = re.compile(r"^ex\d\d_\w+\.py$")
+FORBIDDEN_MODULES = {"minigpt", "solutions", "importlib", "builtins", "ctypes", "pytest", "_pytest", "conftest",
+                     "_grading", "_cases", "_client", "_learner", "_worker", "_protocol", "_target", "_integrity",
+                     "gc", "inspect"}
+FORBIDDEN_NAMES = {"exec", "eval", "compile", "__import__", "__builtins__", "globals", "breakpoint", "vars"}
+FORBIDDEN_ATTRIBUTES = {"__code__", "__globals__", "__builtins__", "__closure__", "__subclasses__", "f_globals",
+                        "f_locals", "f_back", "f_builtins", "_getframe", "gi_frame", "tb_frame",
+                        "__defaults__", "__kwdefaults__", "meta_path", "path_hooks"}
+FORBIDDEN_WORDS = re.compile(r"solutions|snapshots|_grading|_cases|conftest|test_ex\d\d")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """An exercise that must be done by hand."""
+
+    file: str
+    names: frozenset[str]  # attribute or imported names that may not appear in the file
+    tests: frozenset[str]  # the grader tests that fail when the rule is broken
+    text: str
+
+
+RULES = (
+    Rule("ex03_attention.py", frozenset({"scaled_dot_product_attention", "multi_head_attention_forward",
+                                         "MultiheadAttention"}),
+         frozenset({"test_attention_matches_pytorch_without_mask", "test_attention_with_causal_mask",
+                    "test_attention_softmax_is_stable_for_large_scores", "test_head_matches_pytorch",
+                    "test_head_is_causal", "test_multi_head_matches_pytorch", "test_multi_head_is_causal"}),
+         "attention is written by hand in chapter 3 (softmax(q @ k^T / sqrt(head_size)) @ v): "
+         "PyTorch's fused attention is not allowed"),
+    Rule("ex05_training.py", frozenset({"cross_entropy", "log_softmax", "logsumexp", "nll_loss", "CrossEntropyLoss",
+                                        "NLLLoss", "LogSoftmax"}),
+         frozenset({"test_cross_entropy_matches_pytorch", "test_cross_entropy_is_stable_for_large_logits",
+                    "test_cross_entropy_gradient", "test_cross_entropy_rows_of_different_scales"}),
+         "cross_entropy is written by hand in chapter 5 (its docstring: do not call F.cross_entropy, "
+         "F.log_softmax or torch.logsumexp; subtract each row's maximum yourself)"),
+)
+
+
+@dataclass(frozen=True)
+class Finding:
+    file: str
+    line: int
+    construct: str
+    kind: str  # "integrity" or "by hand"
+    why: str
+
+    def text(self) -> str:
+        return f"{self.file}, line {self.line}: {self.construct}: {self.why}"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _root_name(node: ast.AST) -> str | None:
+    while isinstance(node, (ast.Attribute, ast.Subscript, ast.Call)):
+        node = node.func if isinstance(node, ast.Call) else node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def _docstring_nodes(tree: ast.AST) -> set[int]:
+    ids = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            body = getattr(node, "body", [])
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                ids.add(id(body[0].value))
+    return ids
+
+
+def scan(file: Path) -> list[Finding]:
+    """Every finding in one learner file (a file that does not parse has none: its import will say why)."""
+    try:
+        tree = ast.parse(file.read_text(encoding="utf-8", errors="replace"), filename=file.name)
+    except (SyntaxError, ValueError):
+        return []
+    name = file.name
+    found: list[Finding] = []
+
+    def add(node: ast.AST, construct: str, why: str, kind: str = "integrity") -> None:
+        found.append(Finding(name, getattr(node, "lineno", 0), construct, kind, why))
+
+    modules: set[str] = set()  # names bound to imported modules in this file
+    docstrings = _docstring_nodes(tree)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                modules.add((alias.asname or alias.name).split(".")[0])
+                if alias.name.split(".")[0] in FORBIDDEN_MODULES:
+                    add(node, f"import {alias.name}", "the exercises are done without the course's answers, "
+                                                      "the grader's modules or import machinery")
+        elif isinstance(node, ast.ImportFrom):
+            top = (node.module or "").split(".")[0]
+            if node.level == 0 and top in FORBIDDEN_MODULES:
+                add(node, f"from {node.module} import ...", "the exercises are done without the course's answers, "
+                                                            "the grader's modules or import machinery")
+            for alias in node.names:
+                modules.add(alias.asname or alias.name)
+                if alias.name in FORBIDDEN_NAMES or alias.name in FORBIDDEN_ATTRIBUTES:
+                    add(node, f"from {node.module} import {alias.name}", "reaches into Python's machinery")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id in FORBIDDEN_NAMES:
+            add(node, node.id, "runs or reaches code that is not written in the file")
+        elif isinstance(node, ast.Attribute) and (node.attr in FORBIDDEN_ATTRIBUTES
+                                                  or (node.attr == "modules" and _root_name(node) == "sys")):
+            add(node, f".{node.attr}", "reaches into Python's machinery (code objects, frames, loaded modules)")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            match = FORBIDDEN_WORDS.search(node.value)
+            if match:
+                add(node, repr(node.value[:40]), f"names {match.group(0)}: the answers and the grader are off limits")
+        elif isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Delete)):
+            targets = node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target]
+            for target in targets:
+                root = _root_name(target) if isinstance(target, (ast.Attribute, ast.Subscript)) else None
+                if root in modules:
+                    add(node, f"assignment to {ast.unparse(target)}", "patches a library module; "
+                                                                     "write your own function instead")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("setattr", "delattr"):
+            first = node.args[0] if node.args else None
+            if not (isinstance(first, ast.Name) and first.id == "self"):
+                add(node, f"{node.func.id}({ast.unparse(first) if first else ''}, ...)",
+                    "changes another object's attributes by name")
+    for rule in RULES:
+        if rule.file != name:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr in rule.names:
+                add(node, ast.unparse(node), rule.text, kind="by hand")
+            elif isinstance(node, ast.ImportFrom):
+                for alias in node.names:
+                    if alias.name in rule.names:
+                        add(node, f"from {node.module} import {alias.name}", rule.text, kind="by hand")
+    return sorted(set(found), key=lambda f: (f.line, f.construct))
+
+
+def imported_exercises(file: Path) -> set[str]:
+    """The other ``exNN_*`` files ``file`` imports (by module name)."""
+    try:
+        tree = ast.parse(file.read_text(encoding="utf-8", errors="replace"))
+    except (SyntaxError, ValueError):
+        return set()
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and EXERCISE_FILE.match(node.module + ".py"):
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(a.name for a in node.names if EXERCISE_FILE.match(a.name + ".py"))
+    return names
+
+
+def scan_target(folder: Path) -> dict[str, list[Finding]]:
+    """Findings per chapter: a chapter carries its own file's and those of the files it imports."""
+    files = {f.stem: f for f in sorted(folder.glob("ex[0-9][0-9]_*.py")) if EXERCISE_FILE.match(f.name)}
+    own = {stem: scan(file) for stem, file in files.items()}
+    result = {}
+    for stem, file in files.items():
+        seen, todo, findings = {stem}, [stem], []
+        while todo:
+            current = todo.pop()
+            findings.extend(own.get(current, []))
+            for dep in imported_exercises(files[current]) if current in files else ():
+                if dep not in seen:
+                    seen.add(dep)
+                    todo.append(dep)
+        result[stem] = findings
+    return result
+
+
+def broken_rules(findings: list[Finding], test: str) -> list[Finding]:
+    """The "by hand" findings that make ``test`` fail."""
+    rules = {r.text: r for r in RULES}
+    return [f for f in findings if f.kind == "by hand" and test in rules[f.why].tests]

@@ -1,0 +1,154 @@
+"""``ex``: the learner's module as the graders see it, a stand-in that runs every call in the worker.
+
+``ex.merge([1, 2, 3], (1, 2), 9)`` sends the function's name and a copy of
+the arguments to the chapter's worker and returns the plain data that comes
+back. The call also brings back its arguments as they were after the call,
+so a function that changes its input in place is caught and named. A class
+or a model is driven by a probe, ``ex.probe(probe_fn, ...)``: grader code
+from the chapter's test file that runs in the worker and returns data.
+
+Every failure of the learner's code comes back as one line that names the
+call and its input: "not implemented yet", "raised ValueError", a time
+limit, a crash.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from _client import LearnerRaised, NotImplementedYet, Worker
+from _grading import GradeFailure
+
+
+def generator(seed: int) -> dict:
+    """Stands for ``torch.Generator().manual_seed(seed)`` in a call's arguments (built in the worker)."""
+    return {"__generator__": seed}
+
+
+class Opaque:
+    """Something the learner returned that is not plain data (shown by its type name and repr)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _unmark(value: Any) -> Any:
+    """Turn ``{"__object__": ...}`` descriptions back into objects whose type has the original name."""
+    if type(value) is dict:
+        if set(value) == {"__object__", "repr"}:
+            return type(str(value["__object__"]), (Opaque,), {})(str(value["repr"]))
+        return {k: _unmark(v) for k, v in value.items()}
+    if type(value) in (list, tuple):
+        return type(value)(_unmark(v) for v in value)
+    return value
+
+
+def short(value: Any, width: int = 70) -> str:
+    """A value as a learner would want to see it in a one-line message."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() <= 8:
+            text = f"tensor({value.tolist()})"
+            if len(text) <= width:
+                return text
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    if type(value) is dict and set(value) == {"__generator__"}:
+        return f"generator=torch.Generator().manual_seed({value['__generator__']})"
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 4] + " ..."
+
+
+def describe_call(name: str, args: tuple, kwargs: dict) -> str:
+    parts = [short(a) for a in args] + [f"{k}={short(v)}" for k, v in kwargs.items()]
+    return f"{name}({', '.join(parts)})"
+
+
+def same_data(a: Any, b: Any) -> bool:
+    if type(a) is dict and set(a) == {"__generator__"}:
+        return True  # a generator is meant to advance
+    if isinstance(a, torch.Tensor):
+        if not isinstance(b, torch.Tensor) or a.shape != b.shape or a.dtype != b.dtype:
+            return False
+        return bool(((a == b) | (a.isnan() & b.isnan())).all()) if a.is_floating_point() else torch.equal(a, b)
+    if type(a) in (list, tuple):
+        return type(b) is type(a) and len(a) == len(b) and all(same_data(x, y) for x, y in zip(a, b))
+    if type(a) is dict:
+        return type(b) is dict and a.keys() == b.keys() and all(same_data(a[k], b[k]) for k in a)
+    return type(a) is type(b) and a == b
+
+
+def translate(info: dict, call: str, target: Path, display: Callable[[Path], str]) -> Exception:
+    """The learner's exception, as the one-line outcome the grader reports."""
+    if info.get("not_implemented"):
+        return NotImplementedYet(f"not implemented yet: write `{info['function']}` "
+                                 f"in {display(target / info['file'])}")
+    where = ""
+    if info.get("function"):
+        where = f" in `{info['function']}` ({display(target / info['file'])}, line {info['line']})"
+    return LearnerRaised(f"{call} raised {info['type']}{where}: {info['message']}", info)
+
+
+class Learner:
+    """The chapter's learner module, reached through its worker."""
+
+    def __init__(self, worker: Worker, display: Callable[[Path], str], expected_cases: Callable[[str, int], Any],
+                 seed_of: Callable[[str], int]) -> None:
+        self._worker, self._display = worker, display
+        self._expected_cases, self._seed_of = expected_cases, seed_of
+
+    def _answer(self, op: str, name: str, args: tuple, kwargs: dict, call: str) -> dict:
+        answer = self._worker.run(op, name, list(args), dict(kwargs), call)
+        if not answer["ok"]:
+            raise translate(answer["error"], call, self._worker.target, self._display)
+        return answer
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            text = describe_call(name, args, kwargs)
+            answer = self._answer("call", name, args, kwargs, text)
+            after_args, after_kwargs = answer["args_after"]
+            for i, (before, after) in enumerate(list(zip(args, after_args)) + list(zip(kwargs.values(),
+                                                                                     after_kwargs.values()))):
+                if not same_data(before, after):
+                    raise GradeFailure(f"{text} changed its input in place (argument {i + 1} was {short(before)}, "
+                                       f"after the call it is {short(after)}): build a new list or tensor instead")
+            return _unmark(answer["value"])
+
+        call.__name__ = name
+        return call
+
+    def probe(self, probe: Callable[..., Any], *args: Any, describe: str | None = None, **kwargs: Any) -> Any:
+        """Run the grader's ``probe`` (a ``probe_*`` function of the test file) on the learner's module."""
+        text = describe or describe_call(probe.__name__.removeprefix("probe_"), args, kwargs)
+        return _unmark(self._answer("probe", probe.__name__, args, kwargs, text)["value"])
+
+    def raises(self, exception: str, name: str, *args: Any, why: str, **kwargs: Any) -> None:
+        """``name(*args, **kwargs)`` must raise ``exception`` (by class name, subclasses count)."""
+        text = describe_call(name, args, kwargs)
+        answer = self._worker.run("call", name, list(args), dict(kwargs), text)
+        if answer["ok"]:
+            raise GradeFailure(f"{text} should raise {exception} ({why}), but it returned "
+                               f"{short(_unmark(answer['value']))}")
+        info = answer["error"]
+        if exception not in info.get("mro", []):
+            if info.get("not_implemented"):
+                raise translate(info, text, self._worker.target, self._display)
+            raise GradeFailure(f"{text} should raise {exception} ({why}), but it raised {info['type']}: "
+                               f"{info['message']}")
+
+    def case_seed(self, case: str) -> int:
+        return self._seed_of(case)
+
+    def case(self, case: str) -> tuple[Any, Any]:
+        """(the learner's result, the reference result) for a seeded snapshot case of ``_cases.py``."""
+        seed = self._seed_of(case)
+        got = self._answer("case", case, (seed,), {}, f"the seeded case {case!r} (seed {seed})")["value"]
+        return _unmark(got), self._expected_cases(case, seed)
