@@ -3,13 +3,39 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test test-package test-exercises test-chapters grade lab bench clean
+.PHONY: demo test test-package test-exercises test-chapters grade lab bench clean check-python
+
+# The oldest Python minigpt runs on: pyproject.toml's requires-python (">=3.11"), written once there.
+PYTHON_FLOOR := $(shell sed -n 's/^requires-python *= *">=\([0-9.]*\)".*/\1/p' pyproject.toml)
+$(if $(PYTHON_FLOOR),,$(error cannot read requires-python (">=X.Y") from pyproject.toml))
+FLOOR_MAJOR  := $(word 1,$(subst ., ,$(PYTHON_FLOOR)))
+FLOOR_MINOR  := $(word 2,$(subst ., ,$(PYTHON_FLOOR)))
+PICK_ANOTHER := pick another interpreter, e.g. make PYTHON=python3.12 $(or $(MAKECMDGOALS),demo)
+
+# $(call require_python,INTERPRETER,WHAT TO DO): stop, saying why, unless INTERPRETER runs and is
+# at least Python $(PYTHON_FLOOR). Checked before the virtual environment is made, so an older
+# Python fails here in one line instead of in pip's resolver.
+define require_python
+@found=$$($(1) -c 'import sys; print("%d %d" % sys.version_info[:2])' 2>/dev/null) || { \
+  echo "make: cannot run '$(1)'; minigpt needs Python $(PYTHON_FLOOR) or newer: $(2)" >&2; exit 1; }; \
+set -- $$found; \
+if [ "$$1" -lt $(FLOOR_MAJOR) ] || { [ "$$1" -eq $(FLOOR_MAJOR) ] && [ "$$2" -lt $(FLOOR_MINOR) ]; }; then \
+  echo "make: '$(1)' is Python $$1.$$2, but minigpt needs Python $(PYTHON_FLOOR) or newer: $(2)" >&2; \
+  exit 1; fi
+endef
+
+## Check that $(PYTHON) is new enough (every target that makes .venv does this first).
+check-python:
+	$(call require_python,$(PYTHON),$(PICK_ANOTHER))
+	@echo "$(PYTHON): fine (minigpt needs Python $(PYTHON_FLOOR) or newer)"
 
 # One stamp per set of extras, so `make demo` does not wait for JupyterLab to install.
 $(BIN)/python:
+	$(call require_python,$(PYTHON),$(PICK_ANOTHER))
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.base: pyproject.toml | $(BIN)/python
+	$(call require_python,$(BIN)/python,$(VENV) was made with an older Python: remove it (rm -rf $(VENV)) and $(PICK_ANOTHER))
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
 	touch $@
 
