@@ -282,7 +282,7 @@ class Trainer:
                                generator=eval_generator, device=self.device)
         for split, value in losses.items():
             if not math.isfinite(value):
-                self._diverged(f"the {split} loss is {value}")
+                self._diverged(f"the estimated {split} loss is {value}")
         entry = {"step": result.step, "train": losses["train"], "val": losses["val"],
                  "lr": self._lr(result.step)}
         is_best = all(entry["val"] < h["val"] for h in result.history)
