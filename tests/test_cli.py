@@ -164,3 +164,33 @@ def test_console_script_is_installed():
     script = os.path.join(os.path.dirname(sys.executable), "minigpt")
     proc = subprocess.run([script, "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "train" in proc.stdout and "sample" in proc.stdout
+
+
+def test_options_are_made_from_the_configs(capsys):
+    """Each config field is an option whose help gives the config's own default and range."""
+    from dataclasses import fields
+
+    from minigpt.cli import DataConfig, option_name
+    from minigpt.config import GPTConfig, SampleConfig, TrainConfig, describe
+
+    for command, classes in (("train", (DataConfig, GPTConfig, TrainConfig)), ("sample", (SampleConfig,))):
+        text = " ".join(help_text(command, capsys).split())  # argparse wraps lines
+        for cls in classes:
+            for f in fields(cls):
+                if not f.metadata["option"]:  # GPTConfig.vocab_size: the tokenizer sets it
+                    continue
+                assert option_name(f.name) in text
+                assert f"[default: {f.default}]" in text
+                if f.type.split("|")[0].strip() in ("int", "float"):
+                    assert describe(f).removesuffix(" (or None)") in text
+
+
+def test_parsed_options_build_the_configs():
+    from minigpt.cli import build_parser, plan_run
+
+    args = build_parser().parse_args(["train", "--learning-rate", "0.002", "--no-bias",
+                                      "--tokenizer", "bpe", "--out", "somewhere/new"])
+    plan = plan_run(args)
+    assert plan.train_config.learning_rate == 0.002 and plan.model_options == {"bias": False}
+    assert plan.data_config.tokenizer == "bpe" and plan.data_config.vocab_size == 512
+    assert plan.train_config.max_iters == 2000  # the TrainConfig default, written only there

@@ -1,6 +1,9 @@
+from dataclasses import fields
+
 import pytest
 
 from minigpt import GPTConfig, TrainConfig
+from minigpt.config import ConfigError, SampleConfig
 
 
 def test_head_size_and_round_trip():
@@ -40,3 +43,44 @@ def test_bad_train_config_names_the_parameter(values, parameter):
 def test_unknown_field_is_refused():
     with pytest.raises(ValueError, match="unknown GPTConfig field"):
         GPTConfig.from_dict({"vocab_size": 3, "n_embd": 4})
+
+
+@pytest.mark.parametrize("cls, values, message", [
+    (TrainConfig, dict(batch_size=True), "batch_size must be a whole number >= 1, got True"),
+    (TrainConfig, dict(batch_size=0), "batch_size must be a whole number >= 1, got 0"),
+    (TrainConfig, dict(batch_size=2.0), "batch_size must be a whole number >= 1, got 2.0"),
+    (TrainConfig, dict(learning_rate="0.1"), "learning_rate must be a finite number in (0, 1], got '0.1'"),
+    (TrainConfig, dict(learning_rate=float("inf")), "learning_rate must be a finite number in (0, 1]"),
+    (TrainConfig, dict(learning_rate=1e10), "learning_rate must be a finite number in (0, 1]"),
+    (TrainConfig, dict(learning_rate=float("nan")), "learning_rate must be a finite number"),
+    (TrainConfig, dict(weight_decay=float("inf")), "weight_decay must be a finite number in [0, 1]"),
+    (TrainConfig, dict(seed="abc"), "seed must be a whole number in [0, 4294967295], got 'abc'"),
+    (TrainConfig, dict(seed=10**23), "seed must be a whole number in [0, 4294967295]"),
+    (TrainConfig, dict(device=None), "device must be one of auto, cpu, cuda, cuda:N, mps, got None"),
+    (TrainConfig, dict(device="cuda:x"), "device must be one of auto, cpu, cuda, cuda:N, mps"),
+    (TrainConfig, dict(grad_clip=True), "grad_clip must be a finite number >= 0, got True"),
+    (GPTConfig, dict(vocab_size=True), "vocab_size must be a whole number >= 1, got True"),
+    (GPTConfig, dict(vocab_size=65, d_model="128"), "d_model must be a whole number >= 1, got '128'"),
+    (GPTConfig, dict(vocab_size=65, dropout=float("nan")), "dropout must be a finite number in [0, 1)"),
+    (GPTConfig, dict(vocab_size=65, dropout=False), "dropout must be a finite number in [0, 1)"),
+    (GPTConfig, dict(vocab_size=65, bias=1), "bias must be True or False, got 1"),
+    (SampleConfig, dict(frequency_penalty=1e300), "frequency_penalty must be a finite number in [0, 100]"),
+    (SampleConfig, dict(top_k=True), "top_k must be a whole number >= 1 (or None), got True"),
+    (SampleConfig, dict(temperature=1e-300), "temperature must be 0 (greedy) or in [0.01, 100]"),
+])
+def test_types_and_ranges_are_named_value_errors(cls, values, message):
+    with pytest.raises(ConfigError) as error:
+        cls(**values)
+    assert isinstance(error.value, ValueError) and message in str(error.value)
+
+
+def test_accepted_values():
+    assert TrainConfig(learning_rate=1, min_lr=0, seed=0, device="cuda:1").learning_rate == 1
+    assert GPTConfig(vocab_size=5, dropout=0).dropout == 0  # a whole number is a fine float
+    assert SampleConfig(temperature=0, top_k=None, seed=None).temperature == 0
+
+
+def test_every_field_says_what_it_means():
+    for cls in (GPTConfig, TrainConfig, SampleConfig):
+        for f in fields(cls):
+            assert f.metadata["help"], f"{cls.__name__}.{f.name} has no help"
