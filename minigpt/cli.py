@@ -201,15 +201,17 @@ def plan_run(args: argparse.Namespace) -> RunPlan:
                              f"step {state['step']}: give --max-iters above {state['step']} to "
                              f"train further")
         data = _checked_data(given_data.get("data", state.get("data", "shakespeare")),
-                             "--data" if "data" in given_data else "the checkpoint's data")
+                             "--data" if "data" in given_data else
+                             "the checkpoint's data (give --data to use another file)")
         if "val_fraction" not in given_data and "val_fraction" in state:
             data_config.val_fraction = state["val_fraction"]
             check_fields(data_config)
         out = Path(given_data.get("out", resume.parent))
     check_out_folder(out)
-    found = existing_run(out)
-    writes_beside_resume = resume is not None and out.resolve() == resume.parent.resolve()
-    if found and not (args.overwrite or writes_beside_resume):
+    found = [name for name in existing_run(out)
+             if resume is None or (out / name).resolve() != resume.resolve()]
+    continues = _continues_its_own_run(out, resume, found)
+    if found and not args.overwrite and not continues:
         raise ValueError(f"--out {str(out)!r} already holds a run ({', '.join(found)}); continue "
                          f"it with --resume {str(out / found[0])!r}, replace it with --overwrite, "
                          f"or choose another --out")
@@ -219,9 +221,18 @@ def plan_run(args: argparse.Namespace) -> RunPlan:
         except (ValueError, TypeError) as error:
             raise CheckpointError(f"checkpoint: {str(resume)!r} has an invalid config: {error}") \
                 from None
-    replace = found if args.overwrite and not writes_beside_resume else []
+    replace = found if args.overwrite and not continues else []  # never what we resume from
     return RunPlan(data, load_text(data), data_config, train_config, given_model, out, replace,
                    progress=not args.no_progress and sys.stderr.isatty(), resume=resume, saved=saved)
+
+
+def _continues_its_own_run(out: Path, resume: Path | None, found: list[str]) -> bool:
+    """A resume from the folder's own latest checkpoint writes over it: that is what it is for.
+
+    Resuming from best.pt beside a later ckpt.pt is not: it would replace the later work.
+    """
+    return (resume is not None and out.resolve() == resume.parent.resolve()
+            and "ckpt.pt" not in found)
 
 
 def _resumed_train_config(state: dict[str, Any], given: dict[str, Any], path: Path) -> TrainConfig:

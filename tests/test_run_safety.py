@@ -443,3 +443,22 @@ def test_no_progress_bar_when_not_a_terminal(tmp_path, corpus_file):
     assert proc.stderr == ""  # no bar: it would write here
     steps = [line for line in proc.stdout.splitlines() if line.startswith("step ")]
     assert [line.split(":")[0].split()[1] for line in steps] == ["0", "10", "20", "30"]
+
+
+def test_resume_from_best_beside_a_later_checkpoint_is_refused(run_copy, capsys):
+    """Continuing from best.pt would replace the later ckpt.pt of the same folder."""
+    before = snapshot(run_copy)
+    err = refused(capsys, "train", "--resume", run_copy / "best.pt", "--max-iters", "30")
+    assert "already holds a run (ckpt.pt)" in err and snapshot(run_copy) == before
+
+
+def test_overwrite_never_removes_the_checkpoint_resumed_from(run_copy, capsys):
+    best = (run_copy / "best.pt").read_bytes()
+    status, out, err = run(capsys, "train", "--resume", run_copy / "ckpt.pt", "--max-iters", "21",
+                           "--sample-tokens", "0", "--overwrite")
+    assert status == 0, err
+    assert "removed" not in out  # resuming a folder's own ckpt.pt: nothing is replaced
+    assert read_checkpoint(run_copy / "ckpt.pt")["train_state"]["step"] == 21
+    assert (run_copy / "best.pt").exists()
+    best_step = read_checkpoint(run_copy / "best.pt")["train_state"]["step"]
+    assert best_step == 21 or (run_copy / "best.pt").read_bytes() == best
