@@ -49,7 +49,7 @@ $(VENV)/.lab: pyproject.toml $(VENV)/.base
 
 ## Train the default model on the built-in Shakespeare, save a checkpoint and loss curve, print a sample.
 demo: $(VENV)/.base
-	$(BIN)/minigpt train --out runs/demo
+	$(BIN)/minigpt train --out runs/demo --overwrite
 
 ## Everything CI runs: the package's tests, the graders on the solutions, and the notebooks.
 test: test-package test-exercises test-chapters
