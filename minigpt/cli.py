@@ -207,6 +207,7 @@ def plan_run(args: argparse.Namespace) -> RunPlan:
             data_config.val_fraction = state["val_fraction"]
             check_fields(data_config)
         out = Path(given_data.get("out", resume.parent))
+    resolve_device(train_config.device)  # 'cuda' on a machine without CUDA fails here, not later
     check_out_folder(out)
     found = [name for name in existing_run(out)
              if resume is None or (out / name).resolve() != resume.resolve()]
