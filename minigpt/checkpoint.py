@@ -69,6 +69,11 @@ def save_checkpoint(path: str | Path, model: GPT, tokenizer: Tokenizer,
     already at `path` is kept.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"save_checkpoint: {str(path)!r} is a folder; give the path of a file "
+                         f"in it, e.g. {str(path / 'ckpt.pt')!r}")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise ValueError(f"save_checkpoint: {str(path.parent)!r} is a file, not a folder to save in")
     bad = next(_non_finite_tensors(model, optimizer), None)
     if bad is not None:
         raise ValueError(f"save_checkpoint: {bad} holds NaN or infinite values (training "
@@ -199,6 +204,8 @@ def _read(path: Path) -> tuple[dict[str, Any], GPTConfig, Tokenizer]:
     source = str(path)
     if path.is_dir():
         raise CheckpointError(f"checkpoint: {source!r} is a folder, not a checkpoint file")
+    if path.exists() and not path.is_file():  # a device or a pipe would hang or never end
+        raise CheckpointError(f"checkpoint: {source!r} is not a regular file")
     try:
         with path.open("rb") as f:  # one open file: the checks and the load see the same bytes
             _check_archive(f, source)
@@ -371,8 +378,9 @@ def _check_optimizer_state(state: Any) -> None:
     for index, values in per_parameter.items():
         for key, value in values.items():
             name = f"optimizer['state'][{index}][{key!r}]"
-            _require(isinstance(key, str) and (_is_number(value) or _is_tensor(value)), name,
-                     "a number or a tensor", value)
+            _require(isinstance(key, str) and (value is None or _is_number(value)
+                                               or _is_tensor(value)), name,
+                     "a number, a tensor or None", value)
             if _is_tensor(value) and not _all_finite(value):
                 raise _BadField(f"{name} holds NaN or infinite values")
     _require(isinstance(groups, list) and all(isinstance(g, dict) for g in groups),
@@ -385,9 +393,9 @@ def _check_optimizer_state(state: Any) -> None:
                          "a list of parameter indices", value)
             else:
                 _require(isinstance(key, str) and (value is None or isinstance(value, (
-                    bool, int, float)) or (isinstance(value, (tuple, list)) and all(
-                    map(_is_number, value)))), name,
-                    "a number, True/False, None or a tuple of numbers", value)
+                    bool, int, float)) or _is_tensor(value) or (isinstance(value, (tuple, list))
+                    and all(map(_is_number, value)))), name,
+                    "a number, True/False, None, a tensor or a tuple of numbers", value)
 
 
 def _is_rng_state(value: Any) -> bool:

@@ -205,6 +205,23 @@ def test_full_round_trip_keeps_the_training_state(full_checkpoint, tiny_model):
     assert payload["written_by"].startswith("minigpt ")
 
 
+@pytest.mark.parametrize("make_optimizer", [
+    lambda params: torch.optim.SGD(params, lr=0.1, momentum=0.9),
+    lambda params: torch.optim.SGD(params, lr=torch.tensor(0.1)),
+    lambda params: torch.optim.RMSprop(params, lr=0.01, centered=True),
+])
+def test_other_optimizers_states_load(tmp_path, tiny_model, char_tokenizer, make_optimizer):
+    optimizer = make_optimizer(tiny_model.parameters())
+    idx = torch.zeros(1, 4, dtype=torch.long)
+    tiny_model(idx, idx)[1].backward()
+    optimizer.step()
+    path = save_checkpoint(tmp_path / "ckpt.pt", tiny_model, char_tokenizer, optimizer)
+    saved = load_checkpoint(path).optimizer_state
+    make_optimizer(tiny_model.parameters()).load_state_dict(saved)  # what torch accepts passes
+    lr = float(optimizer.param_groups[0]["lr"])
+    assert float(saved["param_groups"][0]["lr"]) == pytest.approx(lr, rel=1e-6)
+
+
 def _flip_a_byte_inside(path, entry_suffix: str) -> None:
     """Change one byte in the middle of a zip entry's data, leaving the archive's index alone."""
     with zipfile.ZipFile(path) as archive:
@@ -353,6 +370,15 @@ def test_a_training_state_that_would_not_load_is_not_saved(tmp_path, tiny_model,
     assert os.listdir(tmp_path) == []
 
 
-def test_a_folder_is_named(tmp_path):
+def test_a_folder_or_a_device_is_named(tmp_path, tiny_model, char_tokenizer):
     with pytest.raises(CheckpointError, match="is a folder, not a checkpoint file"):
         load_checkpoint(tmp_path)
+    os.mkfifo(tmp_path / "pipe.pt")  # opening it to read would wait for a writer forever
+    with pytest.raises(CheckpointError, match="'.*pipe.pt' is not a regular file"):
+        load_checkpoint(tmp_path / "pipe.pt")
+    with pytest.raises(ValueError, match=r"save_checkpoint: '.*' is a folder; give the path of a file"):
+        save_checkpoint(tmp_path, tiny_model, char_tokenizer)
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"save_checkpoint: '.*notes.txt' is a file, not a folder"):
+        save_checkpoint(tmp_path / "notes.txt" / "ckpt.pt", tiny_model, char_tokenizer)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
