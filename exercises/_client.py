@@ -12,9 +12,11 @@ say so at once instead of waiting again.
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -64,35 +66,99 @@ def chapter_number(module: str) -> int:
     return int(module[2:4])
 
 
-class Worker:
-    """One chapter's learner file, in its own process."""
+class Zygote:
+    """The process that forks workers: torch and the grader's helpers imported once per session."""
 
-    def __init__(self, target: Path, module: str, test_file: Path) -> None:
-        self.target, self.module, self.test_file = target, module, test_file
+    def __init__(self) -> None:
         self.proc: subprocess.Popen | None = None
+        self.control: socket.socket | None = None
+        self.log = None
+        self.ready = False
+
+    def spawn(self) -> None:
+        """Start the zygote (it imports torch meanwhile); ``fork`` waits until it is ready."""
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        ours, theirs = socket.socketpair()
+        self.log = tempfile.TemporaryFile()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "PYTHON"))}
+        self.proc = subprocess.Popen([sys.executable, "-I", str(HERE / "_worker.py"), str(theirs.fileno())],
+                                     pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=self.log,
+                                     stderr=self.log, env=env, cwd=str(HERE))
+        theirs.close()
+        self.control = ours
+        self.control.settimeout(START_LIMIT)
+        self.ready = False
+
+    def _wait_ready(self) -> None:
+        if not self.ready:
+            if self._line() != {"ready": True}:
+                self.stop()
+                raise WorkerCrashed(f"the grader's worker process did not start: {self._log_tail()}")
+            self.ready = True
+
+    def _line(self) -> dict:
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = self.control.recv(4096)
+            if not chunk:
+                return {}
+            data += chunk
+        return json.loads(data)
+
+    def _log_tail(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode("utf-8", "replace")[-500:]
+
+    def fork(self, target: Path, test_file: Path, fds: tuple[int, int, int]) -> int:
+        """A new worker for one chapter of ``target``, talking over ``fds`` (its input, output and log)."""
+        self.spawn()
+        self._wait_ready()
+        request = json.dumps({"target": str(target), "test_file": str(test_file)}).encode()
+        try:
+            socket.send_fds(self.control, [request], list(fds))
+            answer = self._line()
+        except OSError:
+            answer = {}
+        if "pid" not in answer:
+            self.stop()
+            raise WorkerCrashed(f"the grader's worker process stopped: {self._log_tail()}")
+        return int(answer["pid"])
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.control.close()
+            self.proc = None
+
+
+class Worker:
+    """One chapter's learner file, in its own process (forked by the session's zygote)."""
+
+    def __init__(self, zygote: Zygote, target: Path, module: str, test_file: Path) -> None:
+        self.zygote, self.target, self.module, self.test_file = zygote, target, module, test_file
+        self.pid: int | None = None
         self.log = None
         self.imported = False
         self.import_failure: Outcome | None = None  # remembered: the chapter's other tests fail at once
         self.deadline = float("inf")
         self.limit = 0.0
-        self.activity = ""
+        self._ready = False
 
     # ------------------------------------------------------------------ process
 
     def start(self) -> None:
-        if self.proc is not None:
+        if self.pid is not None:
             return
         to_child, self._send = os.pipe()
         self._recv, from_child = os.pipe()
         self.log = tempfile.TemporaryFile()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "PYTHON"))}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-I", str(HERE / "_worker.py"), str(self.target), str(HERE),
-             str(to_child), str(from_child), str(self.test_file)],
-            pass_fds=(to_child, from_child), stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
-            start_new_session=True, env=env, cwd=str(self.target))
-        os.close(to_child)
-        os.close(from_child)
+        try:
+            self.pid = self.zygote.fork(self.target, self.test_file, (to_child, from_child, self.log.fileno()))
+        finally:
+            os.close(to_child)
+            os.close(from_child)
         self._ready = False
 
     def _wait_ready(self) -> None:
@@ -100,23 +166,23 @@ class Worker:
             return
         answer = self._read(time.monotonic() + START_LIMIT, "starting the grader's worker")
         if not (isinstance(answer, dict) and answer.get("ready")):
+            self.kill()
             raise WorkerCrashed(f"the grader's worker for {self.module} did not start: {self._log_tail()}")
         self._ready = True
 
     def kill(self) -> None:
-        if self.proc is None:
+        if self.pid is None:
             return
         try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            os.killpg(self.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-        self.proc.wait()
         for fd in (self._send, self._recv):
             try:
                 os.close(fd)
             except OSError:
                 pass
-        self.proc, self.imported = None, False
+        self.pid, self.imported, self._ready = None, False, False
 
     def _log_tail(self) -> str:
         if self.log is None:
@@ -160,12 +226,10 @@ class Worker:
                             f"e.g. a while loop whose condition never changes?")
 
     def _on_crash(self, doing: str) -> None:
-        code = self.proc.wait() if self.proc else None
         tail = self._log_tail()
         self.kill()
-        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-        raise WorkerCrashed(f"{doing} stopped the process running your code ({how}): does your code call "
-                            f"sys.exit(), os._exit(), exit() or pytest.exit()? last output: {tail}")
+        raise WorkerCrashed(f"{doing} stopped the process running your code: does your code call os._exit(), "
+                            f"or crash Python? last output: {tail}")
 
     # ------------------------------------------------------------------ requests
 
@@ -193,6 +257,8 @@ class Worker:
             return
         file = f"{self.module}.py"
         doing = f"importing {file}"
+        self.start()
+        self._wait_ready()  # the worker's own start-up is not the learner's time
         deadline = time.monotonic() + self.limit if self.limit > 0 else float("inf")
         try:
             answer = self._request({"op": "import", "module": self.module}, deadline, doing)
@@ -213,7 +279,7 @@ class Worker:
         self.begin_test(self.limit)  # the test's own time starts once the file is imported
 
     def _import_error(self, info: dict) -> Outcome:
-        file, where = f"{self.module}.py", info.get("file")
+        file, where = f"{self.module}.py", info.get("origin") or info.get("file")
         missing = info.get("missing_module") or ""
         owner = where if where and where != file else (f"{missing}.py" if missing.startswith("ex") else None)
         if owner and owner[:2] == "ex" and owner[2:4].isdigit() and owner != file:

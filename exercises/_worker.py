@@ -1,43 +1,54 @@
-"""The worker: the only process that runs a learner's code.
+"""The worker: the only kind of process that runs a learner's code.
 
-Started by ``_client.py`` as ``python -I _worker.py TARGET GRADER IN_FD OUT_FD``
-(a fresh interpreter that ignores PYTHONPATH and the user's site folder).
-It imports the learner's ``exNN_<topic>.py`` from TARGET only, then answers
-requests one at a time:
+``_client.py`` starts one "zygote" per grading session:
+``python -I _worker.py CONTROL_FD`` (a fresh interpreter that ignores
+PYTHONPATH and the user's site folder). The zygote imports torch and the
+grader's helpers once, warms them up, and then forks one worker per chapter
+on request, which makes a worker cost milliseconds instead of seconds. The
+zygote itself never imports a learner's file.
 
+A worker imports the learner's ``exNN_<topic>.py`` from its target folder
+only, then answers requests one at a time:
+
+- ``import``: import the learner's file;
 - ``call``: run one learner function on the given arguments and send back its
   result and the arguments as they are after the call (to spot changes made in
   place);
 - ``probe``: run a grader-owned probe, a ``probe_*`` function of the chapter's
-  grader file, which drives the learner's classes (builds a model, trains it a
-  few steps, ...) and returns plain data;
+  grader file (or of ``_cases.py``), which drives the learner's classes
+  (builds a model, trains it a few steps, ...) and returns plain data;
 - ``case``: run a seeded snapshot case of ``_cases.py``.
 
 Whatever the learner's code does here (patch torch, rewrite the graders,
 exit, loop forever) changes only what this worker sends back; the pytest
-process decides, and kills this process at the time limit.
+process decides, and kills the worker's process group at the time limit.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import random
+import signal
+import socket
 import sys
 import traceback
 from pathlib import Path
 
-TARGET, GRADER = Path(sys.argv[1]).resolve(), Path(sys.argv[2]).resolve()
-IN_FD, OUT_FD = int(sys.argv[3]), int(sys.argv[4])
-TEST_FILE = Path(sys.argv[5]).resolve()
-sys.path[:0] = [str(TARGET), str(GRADER)]
+GRADER = Path(__file__).resolve().parent
+SOLUTIONS, SNAPSHOT_DIR = GRADER.parent / "solutions", GRADER / "snapshots"
+if str(GRADER) not in sys.path:
+    sys.path.insert(0, str(GRADER))
 
 import torch  # noqa: E402
 
+from _cases import SNAPSHOT_CASES  # noqa: E402
 from _protocol import plain, read_frame, write_frame  # noqa: E402
 from _target import load, use_target  # noqa: E402
 
-use_target(TARGET)
+TARGET: Path = GRADER
+GRADER_MODULE = None
 
 
 def _load_by_path(name: str, file: Path):
@@ -47,8 +58,22 @@ def _load_by_path(name: str, file: Path):
     return module
 
 
-GRADER_MODULE = _load_by_path(f"_grader_{TEST_FILE.stem}", TEST_FILE)
-from _cases import SNAPSHOT_CASES  # noqa: E402
+def _guard_against(off_limits: tuple[str, ...], allow_minigpt: bool):
+    """An audit hook: the answers and the frozen reference outputs are off limits.
+
+    An audit hook cannot be removed once added, so opening these files or
+    importing minigpt fails whatever the learner's code does (the static
+    checks of ``_integrity.py`` report the attempt too). Grading solutions/
+    itself is allowed.
+    """
+    def guard(event: str, args: tuple) -> None:
+        if event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
+            path = os.path.abspath(os.fsdecode(args[0]))
+            if off_limits and path.startswith(off_limits):
+                raise PermissionError(f"exercise code may not read {path}: the answers are off limits")
+        elif event == "import" and not allow_minigpt and str(args[0]).split(".")[0] in ("minigpt", "solutions"):
+            raise ImportError(f"exercise code may not import {args[0]}: the course's answers are off limits")
+    return guard
 
 
 def _decode(value):
@@ -83,6 +108,9 @@ def describe_exception(exc: BaseException) -> dict:
     if in_target is not None:
         info.update(function=_qualname(in_target.tb_frame), file=Path(in_target.tb_frame.f_code.co_filename).name,
                     line=in_target.tb_lineno)
+    info["origin"] = info["file"]  # the learner's file where it went wrong
+    if isinstance(exc, SyntaxError) and exc.filename and Path(exc.filename).parent == TARGET:
+        info["origin"] = Path(exc.filename).name
     if isinstance(exc, NotImplementedError) and innermost is not None:
         file = Path(innermost.tb_frame.f_code.co_filename)
         if file.parent == TARGET and file.name.startswith("ex"):
@@ -110,11 +138,19 @@ def handle(request: dict) -> dict:
     raise ValueError(f"unknown request {op!r}")
 
 
-def main() -> None:
-    write_frame(OUT_FD, {"ready": True})
+def serve(target: Path, test_file: Path, in_fd: int, out_fd: int) -> None:
+    """A worker's life: set up for one chapter of one target, then answer requests until EOF."""
+    global TARGET, GRADER_MODULE
+    TARGET = target.resolve()
+    sys.path.insert(0, str(TARGET))
+    use_target(TARGET)
+    GRADER_MODULE = _load_by_path(f"_grader_{test_file.stem}", test_file)
+    off_limits = tuple(str(p) for p in (SOLUTIONS, SNAPSHOT_DIR) if p != TARGET)
+    sys.addaudithook(_guard_against(off_limits, allow_minigpt=TARGET == SOLUTIONS))
+    write_frame(out_fd, {"ready": True})
     while True:
         try:
-            request = read_frame(IN_FD)
+            request = read_frame(in_fd)
         except EOFError:
             return
         try:
@@ -122,14 +158,62 @@ def main() -> None:
         except BaseException as exc:  # the learner's exception (SystemExit included) is data too
             answer = {"ok": False, "error": describe_exception(exc)}
         try:
-            write_frame(OUT_FD, answer)
+            write_frame(out_fd, answer)
         except Exception as exc:  # e.g. a result that torch.save cannot write
-            write_frame(OUT_FD, {"ok": False, "error": {"type": type(exc).__name__, "mro": [], "message": str(exc),
+            write_frame(out_fd, {"ok": False, "error": {"type": type(exc).__name__, "mro": [], "message": str(exc),
                                                         "function": None, "file": None, "line": None,
                                                         "not_implemented": False, "frames": 0,
                                                         "missing_module": None}})
 
 
+def warm_up() -> None:
+    """Pay once, in the zygote, for what the first call of a few torch features costs (seconds for AdamW).
+
+    One thread per worker: the graders' tensors are tiny, and several threads per process on a busy
+    2-core machine make a few training steps take seconds instead of a tenth of one.
+    """
+    torch.set_num_threads(1)
+    for name in ("torch.utils._python_dispatch", "torch.utils._pytree"):  # for _cases.probe_on_another_device
+        importlib.import_module(name)
+    p = torch.nn.Parameter(torch.zeros(3))
+    for optimizer in (torch.optim.AdamW([p], lr=0.1), torch.optim.SGD([p], lr=0.1)):
+        p.sum().backward()
+        optimizer.step()
+    torch.nn.Linear(3, 3).to("meta")(torch.zeros(2, 3, device="meta"))
+
+
+def zygote(control_fd: int) -> None:
+    """Fork a worker for each request on the control socket; the workers are reaped automatically."""
+    control = socket.socket(fileno=control_fd)
+    warm_up()
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    control.sendall(b'{"ready": true}\n')
+    while True:
+        try:
+            message, fds, _, _ = socket.recv_fds(control, 65536, 3)
+        except OSError:
+            return
+        if not message:
+            return
+        request = json.loads(message)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                control.close()
+                os.setsid()  # its own process group: killing the group stops anything it started
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                os.dup2(fds[2], 1)
+                os.dup2(fds[2], 2)
+                serve(Path(request["target"]), Path(request["test_file"]), fds[0], fds[1])
+            finally:
+                os._exit(0)
+        for fd in fds:
+            os.close(fd)
+        control.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+
+
 if __name__ == "__main__":
     os.environ.pop("PYTEST_CURRENT_TEST", None)
-    main()
+    zygote(int(sys.argv[1]))

@@ -42,7 +42,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from _cases import CASE_SEEDS  # noqa: E402
-from _client import Outcome, Worker  # noqa: E402
+from _client import Outcome, Worker, Zygote  # noqa: E402
 from _grading import GradeFailure, SNAPSHOTS  # noqa: E402
 from _integrity import Finding, broken_rules, scan_target  # noqa: E402
 from _learner import Learner  # noqa: E402
@@ -98,6 +98,7 @@ class GradingState:
     workers: dict[str, Worker] = field(default_factory=dict)
     reference_workers: dict[str, Worker] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)  # chapters with selected tests, in run order
+    zygote: Zygote = field(default_factory=Zygote)
     snapshots: dict[str, dict] = field(default_factory=dict)
 
 
@@ -193,17 +194,9 @@ def _record_for(state: GradingState, item: pytest.Item) -> Record | None:
 def _worker(state: GradingState, chapter: str) -> Worker:
     worker = state.workers.get(chapter)
     if worker is None:
-        worker = state.workers[chapter] = Worker(state.target, chapter, HERE / f"test_{chapter}.py")
+        worker = state.workers[chapter] = Worker(state.zygote, state.target, chapter, HERE / f"test_{chapter}.py")
         worker.start()
     return worker
-
-
-def _prestart_next(state: GradingState, chapter: str) -> None:
-    """Start the next chapter's worker now, so that its start-up overlaps this chapter's tests."""
-    if chapter in state.order:
-        later = state.order[state.order.index(chapter) + 1:]
-        if later and (state.target / f"{later[0]}.py").is_file():
-            _worker(state, later[0])
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -214,6 +207,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         chapter = exercise_name(item.path)
         if item.path.parent == HERE and chapter not in state.order:
             state.order.append(chapter)
+    if state.order:
+        state.zygote.spawn()  # torch loads while pytest gets ready
 
 
 def _seed_of(state: GradingState, case: str) -> int:
@@ -229,7 +224,8 @@ def _expected_cases(state: GradingState, chapter: str):
             return state.snapshots[chapter][case]
         worker = state.reference_workers.get(chapter)
         if worker is None:
-            worker = state.reference_workers[chapter] = Worker(ROOT / "solutions", chapter, HERE / f"test_{chapter}.py")
+            worker = state.reference_workers[chapter] = Worker(state.zygote, ROOT / "solutions", chapter,
+                                                               HERE / f"test_{chapter}.py")
         worker.begin_test(max(state.timeout, 120.0))
         answer = worker.run("case", case, [seed], {}, f"computing the reference for {case!r} with solutions/")
         if not answer["ok"]:
@@ -251,7 +247,6 @@ def ex(request: pytest.FixtureRequest) -> Learner:
         raise GradeFailure(f"rule broken: {broken[0].why}; found {broken[0].construct} "
                            f"({broken[0].file}, line {broken[0].line})")
     worker = _worker(state, chapter)
-    _prestart_next(state, chapter)
     worker.begin_test(state.timeout)
     return Learner(worker, display_path, _expected_cases(state, chapter), lambda case: _seed_of(state, case))
 
@@ -430,4 +425,5 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus) -> None:
         return
     for worker in list(state.workers.values()) + list(state.reference_workers.values()):
         worker.kill()
+    state.zygote.stop()
     _write_report(state, exitstatus)

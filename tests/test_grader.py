@@ -1,13 +1,17 @@
-"""Tests of the exercise grader itself (exercises/conftest.py and the graders).
+"""Tests of the exercise grader itself (exercises/conftest.py, the workers and the graders).
 
 Proves that every grader test passes on solutions/, fails on the untouched
 stubs with the one-line "not implemented yet" message, catches a catalogue of
-typical wrong answers (tests/grader_mutants/catalogue.py), writes a
-well-formed JSON report, cuts off an infinite loop, and that the frozen
-snapshots are what the current solutions produce.
+typical wrong answers (tests/grader_mutants/catalogue.py), that the tricks and
+faults of tests/grader_mutants/tricks.py cost only the points of what they
+touch, that the JSON report always counts the whole catalogue, and that the
+frozen snapshots are what the current solutions produce.
 
-Each grading run is a pytest subprocess (a fresh interpreter, so modules from
-different targets can never mix); they all start at once on a small pool.
+Grading runs are pytest sessions in subprocesses. Mutants that touch
+different, independent chapters share one graded folder, and several
+sessions share one interpreter (tests/grader_mutants/run_many.py): the
+learner's code never runs in the grading process, so sessions cannot leak
+into each other. Everything runs two at a time.
 """
 
 from __future__ import annotations
@@ -26,9 +30,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EXERCISES, SOLUTIONS = ROOT / "exercises", ROOT / "solutions"
-MUTANTS = runpy.run_path(str(Path(__file__).parent / "grader_mutants" / "catalogue.py"))["MUTANTS"]
+HERE = Path(__file__).parent / "grader_mutants"
+MUTANTS = runpy.run_path(str(HERE / "catalogue.py"))["MUTANTS"]
+TRICKS_MODULE = runpy.run_path(str(HERE / "tricks.py"))
 EXERCISE_FILES = sorted(p.name for p in SOLUTIONS.glob("ex[0-9][0-9]_*.py"))
-PYTEST = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:nbval", "-q"]
+CHAPTERS = [name.removesuffix(".py") for name in EXERCISE_FILES]
+PYTEST_FLAGS = ["-p", "no:cacheprovider", "-p", "no:nbval", "-q"]
+PYTEST = [sys.executable, "-m", "pytest", *PYTEST_FLAGS]
+DEPENDS = {("ex02_batching.py", "ex05_training.py"), ("ex03_attention.py", "ex04_model.py")}  # B imports A
+FAILED = ("failed", "error", "timeout", "crashed")
 
 
 @dataclass
@@ -38,37 +48,56 @@ class Run:
     report: dict | None
 
 
-def _grade(args: list[str], report: Path, timeout: float = 240) -> Run:
+def _grade(args: list[str], report: Path, timeout: float = 300) -> Run:
     proc = subprocess.run(PYTEST + args + ["--grade-report", str(report)], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout)
     data = json.loads(report.read_text()) if report.exists() else None
     return Run(proc.returncode, proc.stdout + proc.stderr, data)
 
 
-def _make_target(folder: Path, mutant=None) -> Path:
+def _patch(file: Path, replacements, append: str = "", what: str = "") -> None:
+    text = file.read_text()
+    for old, new in replacements:
+        assert text.count(old) == 1, f"{what}: {old!r} occurs {text.count(old)} times in {file.name}"
+        text = text.replace(old, new)
+    file.write_text(text + append)
+
+
+def _make_target(folder: Path, mutants=(), tricks=()) -> Path:
+    """A copy of solutions/ with some mutants and tricks applied (each to its own file)."""
     folder.mkdir(parents=True)
     for name in EXERCISE_FILES:
         shutil.copy(SOLUTIONS / name, folder / name)
-    for old, new in (mutant.replacements if mutant else ()):
-        file = folder / mutant.file
-        text = file.read_text()
-        assert text.count(old) == 1, f"mutant {mutant.name}: {old!r} occurs {text.count(old)} times in {mutant.file}"
-        file.write_text(text.replace(old, new))
+    for mutant in mutants:
+        _patch(folder / mutant.file, mutant.replacements, what=f"mutant {mutant.name}")
+    for trick in tricks:
+        if trick.base == "stub":
+            shutil.copy(EXERCISES / trick.file, folder / trick.file)
+        _patch(folder / trick.file, trick.replacements, trick.append, what=f"trick {trick.name}")
     return folder
 
 
-# An endless loop that even swallows ordinary exceptions: the time limit must still stop it.
-INFINITE_LOOP = ('    best = min(history, key=lambda record: record["val"])',
-                 "    while True:\n        try:\n            pass\n        except Exception:\n            pass\n    best = None")
+def _batches(mutants) -> list[list]:
+    """Pack mutants into folders: one per file, never two in files where one imports the other."""
+    batches: list[list] = []
+    for mutant in mutants:
+        for batch in batches:
+            files = {m.file for m in batch}
+            if mutant.file not in files and not any((f, mutant.file) in DEPENDS or (mutant.file, f) in DEPENDS
+                                                    for f in files):
+                batch.append(mutant)
+                break
+        else:
+            batches.append([mutant])
+    return batches
 
 
 def _drive(name: str, jobs: list[dict], tmp: Path) -> dict[str, Run]:
     """Run several grading sessions in one interpreter (tests/grader_mutants/run_many.py)."""
     jobs_file = tmp / f"{name}.json"
     jobs_file.write_text(json.dumps(jobs))
-    driver = Path(__file__).parent / "grader_mutants" / "run_many.py"
-    proc = subprocess.run([sys.executable, str(driver), str(jobs_file)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run([sys.executable, str(HERE / "run_many.py"), str(jobs_file)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     runs = {}
     for result, job in zip(json.loads(proc.stdout.strip().splitlines()[-1]), jobs):
@@ -78,19 +107,33 @@ def _drive(name: str, jobs: list[dict], tmp: Path) -> dict[str, Run]:
     return runs
 
 
+def _job(name: str, args: list[str], tmp: Path) -> dict:
+    return {"name": name, "args": PYTEST_FLAGS + args + ["--grade-report", str(tmp / f"{name}.json")]}
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Run]:
     """Every grading run this module needs, two processes at a time."""
     tmp = tmp_path_factory.mktemp("grader")
-    loop_target = _make_target(tmp / "loop")
-    text = (loop_target / "ex06_evaluation.py").read_text()
-    (loop_target / "ex06_evaluation.py").write_text(text.replace(*INFINITE_LOOP))
-    mutant_jobs = [
-        {"name": f"mutant:{m.name}",
-         "args": ["-p", "no:cacheprovider", "-p", "no:nbval", "-q", "-x", f"exercises/test_{m.file}",
-                  "--target", str(_make_target(tmp / m.name, m)), "--grade-report", str(tmp / f"{m.name}.json")]}
-        for m in MUTANTS
-    ]
+    jobs = []
+    for i, batch in enumerate(_batches(MUTANTS)):
+        target = _make_target(tmp / f"batch{i}", mutants=batch)
+        files = sorted({f"exercises/test_{m.file}" for m in batch})
+        jobs.append(_job(f"batch{i}", files + ["--target", str(target)], tmp))
+    jobs.append(_job("tricks", ["exercises/", "--strict", "--target",
+                                str(_make_target(tmp / "tricks", tricks=TRICKS_MODULE["TRICKS"]))], tmp))
+    jobs.append(_job("replay", ["exercises/", "--target",
+                                str(_make_target(tmp / "replay", tricks=[TRICKS_MODULE["REPLAY_TRICK"]]))], tmp))
+    jobs.append(_job("faults", ["exercises/", "--grade-timeout", "2", "--target",
+                                str(_make_target(tmp / "faults", tricks=TRICKS_MODULE["FAULTS"]))], tmp))
+    stale = tmp / "first_failure.json"
+    stale.write_text(json.dumps({"stale": True, "totals": {"points": 99}}))
+    jobs.append(_job("first_failure", ["exercises/", "-x"], tmp))
+    jobs.append(_job("keyword", ["exercises/", "--solutions", "-k", "perplexity or causal_mask"], tmp))
+    broken = _make_target(tmp / "broken_ch3")
+    (broken / "ex03_attention.py").write_text("def causal_mask(T):\n    return (\n")
+    jobs.append(_job("broken_ch3", ["exercises/test_ex03_attention.py", "exercises/test_ex04_model.py",
+                                    "--target", str(broken)], tmp))
 
     def snapshots():
         proc = subprocess.run([sys.executable, "exercises/make_snapshots.py", "--check"], cwd=ROOT,
@@ -98,45 +141,57 @@ def runs(tmp_path_factory) -> dict[str, Run]:
         return {"snapshots": Run(proc.returncode, proc.stdout + proc.stderr, None)}
 
     tasks = [
-        lambda: _drive("mutants_a", mutant_jobs[0::2], tmp),
-        lambda: _drive("mutants_b", mutant_jobs[1::2], tmp),
         lambda: {"solutions": _grade(["exercises/", "--solutions"], tmp / "solutions.json")},
         lambda: {"stubs": _grade(["exercises/"], tmp / "stubs.json")},
-        lambda: {"timeout": _grade(["exercises/test_ex06_evaluation.py", "--target", str(loop_target),
-                                    "--grade-timeout", "2"], tmp / "timeout.json")},
+        lambda: _drive("jobs_a", jobs[0::2], tmp),
+        lambda: _drive("jobs_b", jobs[1::2], tmp),
         snapshots,
     ]
     results: dict[str, Run] = {}
     with ThreadPoolExecutor(max_workers=2) as pool:
         for part in pool.map(lambda task: task(), tasks):
             results.update(part)
+    results["batches"] = _batches(MUTANTS)
     return results
 
 
-def _outcomes(run: Run) -> dict[str, str]:
+def _outcomes(run: Run, chapter: str | None = None) -> dict[str, str]:
     assert run.report is not None, f"no grade report was written:\n{run.output[-3000:]}"
-    return {t["test"]: t["outcome"] for t in run.report["tests"]}
+    return {t["test"]: t["outcome"] for t in run.report["tests"] if chapter is None or t["chapter"] == chapter}
 
 
-def _grader_test_count() -> int:
-    count = 0
+def _messages(run: Run, chapter: str) -> dict[str, str]:
+    return {t["test"]: t["message"] for t in run.report["tests"] if t["chapter"] == chapter}
+
+
+def _catalogue() -> dict[str, float]:
+    """Test name -> points, read from the grader files."""
+    tests = {}
     for file in EXERCISES.glob("test_ex*.py"):
-        tree = ast.parse(file.read_text())
-        count += sum(isinstance(n, ast.FunctionDef) and n.name.startswith("test_") for n in tree.body)
-    return count
+        for node in ast.parse(file.read_text()).body:
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
+                marks = [d for d in node.decorator_list if "points" in ast.unparse(d)]
+                tests[node.name] = float(marks[0].args[0].value) if marks else 1.0
+    return tests
+
+
+def _full(run: Run, chapter: str) -> bool:
+    c = run.report["chapters"][chapter]
+    return c["points"] == c["max_points"] and c["passed"] == c["tests"]
 
 
 def test_every_grader_test_passes_on_the_solutions(runs):
     run = runs["solutions"]
     failing = {name: outcome for name, outcome in _outcomes(run).items() if outcome != "passed"}
     assert run.returncode == 0 and not failing, f"{failing}\n{run.output[-4000:]}"
-    assert run.report["totals"]["tests"] == _grader_test_count()
+    assert run.report["totals"]["tests"] == len(_catalogue())
+    assert run.report["totals"]["max_points"] == sum(_catalogue().values())
 
 
 def test_every_grader_test_fails_on_the_stubs_with_not_implemented(runs):
     run = runs["stubs"]
     assert run.returncode == 1
-    assert run.report["totals"]["tests"] == _grader_test_count()
+    assert run.report["totals"]["tests"] == len(_catalogue())
     bad = [t["nodeid"] for t in run.report["tests"]
            if t["outcome"] != "todo" or not t["message"].startswith("not implemented yet: write `")]
     assert not bad, f"these tests do not fail with 'not implemented yet' on the stubs: {bad}"
@@ -147,9 +202,10 @@ def test_every_grader_test_fails_on_the_stubs_with_not_implemented(runs):
 def test_the_report_is_well_formed(runs):
     report = runs["solutions"].report
     assert report["mode"] == "solutions" and Path(report["target"]) == SOLUTIONS
+    assert report["complete"] is True and report["strict"] is False and report["fresh_cases_seed"] is None
     chapters = report["chapters"]
-    assert list(chapters) == [name.removesuffix(".py") for name in EXERCISE_FILES]
-    for key in ("points", "max_points", "tests", "passed", "failed", "todo"):
+    assert list(chapters) == CHAPTERS
+    for key in ("points", "max_points", "tests", "passed", "failed", "todo", "not_run"):
         assert report["totals"][key] == sum(c[key] for c in chapters.values())
     assert report["totals"]["points"] == report["totals"]["max_points"] > 0
     for t in report["tests"]:
@@ -157,18 +213,10 @@ def test_the_report_is_well_formed(runs):
         assert t["chapter"] in chapters and t["points"] > 0
     for chapter in chapters.values():
         assert 3 <= chapter["tests"], "every chapter has at least three graded tests"
+        assert chapter["integrity"] == []
     stubs = runs["stubs"].report
     assert stubs["totals"]["points"] == 0 and stubs["totals"]["todo"] == stubs["totals"]["tests"]
     assert "write get_batch" in runs["stubs"].output.replace("`", "")  # the score table's "still to do"
-
-
-def test_an_infinite_loop_is_cut_off_and_the_rest_still_runs(runs):
-    run = runs["timeout"]
-    outcomes = _outcomes(run)
-    assert outcomes.pop("test_best_step") == "timeout", run.output[-3000:]
-    assert set(outcomes.values()) == {"passed"}
-    assert "stopped after 2 s while running `best_step`" in run.output
-    assert "Traceback" not in run.output
 
 
 def test_snapshots_match_the_current_solutions(runs):
@@ -178,18 +226,108 @@ def test_snapshots_match_the_current_solutions(runs):
 
 @pytest.mark.parametrize("mutant", MUTANTS, ids=lambda m: m.name)
 def test_a_typical_wrong_answer_is_caught(runs, mutant):
-    run = runs[f"mutant:{mutant.name}"]
-    outcomes = _outcomes(run)
-    caught = [name for name, outcome in outcomes.items() if outcome in ("failed", "error", "timeout")]
+    batch = next(i for i, b in enumerate(runs["batches"]) if mutant in b)
+    run = runs[f"batch{batch}"]
+    chapter = mutant.file.removesuffix(".py")
+    outcomes = _outcomes(run, chapter)
+    caught = [name for name, outcome in outcomes.items() if outcome in FAILED]
     assert caught, f"no grader test caught the mistake: {mutant.mistake}\n{run.output[-3000:]}"
     assert "todo" not in outcomes.values()
-    broken = [t["message"] for t in run.report["tests"] if t["message"].startswith("could not import")]
+    broken = [m for m in _messages(run, chapter).values() if m.startswith("could not import")]
     assert not broken, f"the mutant does not even import: {broken[0]}"
 
 
 def test_catalogue_is_large_enough_and_covers_every_chapter():
-    assert len(MUTANTS) >= 15
+    assert len(MUTANTS) >= 40
     assert {m.file for m in MUTANTS} == set(EXERCISE_FILES)
+    assert len({m.name for m in MUTANTS}) == len(MUTANTS)
+
+
+def test_the_tricks_earn_nothing_and_leave_the_other_chapters_intact(runs):
+    run = runs["tricks"]
+    tricked = {t.file.removesuffix(".py") for t in TRICKS_MODULE["TRICKS"]}
+    assert run.report["strict"] is True
+    for chapter in CHAPTERS:
+        c = run.report["chapters"][chapter]
+        if chapter in tricked:
+            assert c["points"] == 0, f"{chapter} earned {c['points']} with a trick\n{run.output[-3000:]}"
+            assert c["integrity"], f"{chapter}: the trick was not reported"
+        else:
+            assert _full(run, chapter), f"{chapter} lost points to another chapter's trick\n{run.output[-3000:]}"
+    # Even without --strict the wrong answers behind the tricks fail their tests.
+    assert _outcomes(run, "ex01_tokenization")["test_merge_replaces_every_occurrence_left_to_right"] in FAILED
+    ex04 = _outcomes(run, "ex04_model")
+    assert ex04["test_feed_forward"] in FAILED and ex04["test_block_is_pre_layernorm_with_residuals"] in FAILED
+    assert set(_outcomes(run, "ex05_training").values()) == {"todo"}  # rewritten tests change nothing here
+    assert "may not import minigpt" in " ".join(_messages(run, "ex06_evaluation").values())
+    assert "may not import minigpt" in " ".join(_messages(run, "ex07_sampling").values())
+    findings = " ".join(f["construct"] for c in run.report["chapters"].values() for f in c["integrity"])
+    for construct in (".__code__", "import _grading", "assignment to torch.isclose", "exec", "import minigpt",
+                      "from minigpt.sampling import ..."):
+        assert construct in findings, f"{construct} not reported: {findings}"
+    assert "integrity (chapter earns 0): ex05_training.py, line" in run.output
+
+
+def test_replaying_the_snapshots_fails_and_costs_only_that_test(runs):
+    run = runs["replay"]
+    outcomes = _outcomes(run, "ex07_sampling")
+    assert outcomes.pop("test_generate_matches_reference_samples") in FAILED
+    assert set(outcomes.values()) == {"passed"}
+    assert "may not read" in _messages(run, "ex07_sampling")["test_generate_matches_reference_samples"]
+    assert all(_full(run, chapter) for chapter in CHAPTERS if chapter != "ex07_sampling")
+    assert any("snapshots" in f["why"] for f in run.report["chapters"]["ex07_sampling"]["integrity"])
+
+
+def test_faults_cost_only_what_they_touch(runs):
+    run = runs["faults"]
+    assert run.returncode == 1 and run.report["complete"] is True, run.output[-3000:]
+    assert run.report["totals"]["max_points"] == sum(_catalogue().values())
+    for chapter in ("ex02_batching", "ex03_attention", "ex04_model"):
+        assert _full(run, chapter), f"{chapter} lost points to another chapter's fault\n{run.output[-3000:]}"
+    ex01 = _outcomes(run, "ex01_tokenization")
+    assert ex01.pop("test_tokens_per_char") == "crashed" and set(ex01.values()) == {"passed"}
+    assert "stopped the process running your code" in _messages(run, "ex01_tokenization")[
+        "test_tokens_per_char"]
+    assert set(_outcomes(run, "ex05_training").values()) == {"timeout"}
+    assert all(m.startswith("importing ex05_training.py ran past 2 s: is there code at the bottom of the file")
+               for m in _messages(run, "ex05_training").values())
+    ex06 = _outcomes(run, "ex06_evaluation")
+    assert ex06.pop("test_best_step") == "timeout" and set(ex06.values()) == {"passed"}
+    assert _messages(run, "ex06_evaluation")["test_best_step"].startswith("best_step([")
+    ex07 = _outcomes(run, "ex07_sampling")
+    generate_tests = {name for name in ex07 if "generate" in name}
+    assert {ex07[name] for name in generate_tests} == {"error"}
+    assert {ex07[name] for name in set(ex07) - generate_tests} == {"passed"}
+    assert "Traceback" not in run.output
+
+
+def test_the_report_never_shrinks_and_lists_what_did_not_run(runs):
+    catalogue = _catalogue()
+    for name in ("first_failure", "keyword"):
+        report = runs[name].report
+        assert report is not None and "stale" not in report, runs[name].output[-2000:]
+        assert report["totals"]["max_points"] == sum(catalogue.values())
+        assert report["totals"]["tests"] == len(catalogue)
+        not_run = [t["nodeid"] for t in report["tests"] if t["outcome"] == "not run"]
+        assert sorted(not_run) == sorted(report["not_run"]) and report["totals"]["not_run"] == len(not_run)
+    first = runs["first_failure"].report
+    assert first["selection"]["maxfail"] == 1 and first["totals"]["todo"] == 1
+    assert len(first["not_run"]) == len(catalogue) - 1
+    keyword = runs["keyword"].report
+    assert keyword["selection"]["keyword"] == "perplexity or causal_mask"
+    passed = {t["test"] for t in keyword["tests"] if t["outcome"] == "passed"}
+    assert {"test_perplexity", "test_causal_mask"} <= passed and len(passed) < 5
+    assert keyword["totals"]["points"] == sum(catalogue[name] for name in passed)
+    assert "not run in this session" in runs["keyword"].output
+
+
+def test_a_broken_earlier_chapter_says_finish_it_first(runs):
+    run = runs["broken_ch3"]
+    assert set(_outcomes(run, "ex03_attention").values()) == {"error"}
+    assert all(m.startswith("could not import ex03_attention.py") and "SyntaxError" in m
+               for m in _messages(run, "ex03_attention").values())
+    assert all("finish chapter 3 first" in m for m in _messages(run, "ex04_model").values()), \
+        _messages(run, "ex04_model")
 
 
 def _api(file: Path) -> dict[str, str]:

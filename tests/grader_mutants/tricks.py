@@ -1,0 +1,111 @@
+"""Tricks a hostile learner might try, and faults a careless one might leave (issue 7).
+
+Each entry patches a copy of a chapter's file: ``base`` says whether the copy
+starts from the stub (no real answer at all) or the solution, ``replacements``
+are text patches (each ``old`` occurs exactly once), ``append`` is code added
+at the bottom. ``tests/test_grader.py`` grades folders built from them and
+checks that each costs the points of what it touches and nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+SNAPSHOT_FILE = Path(__file__).resolve().parents[2] / "exercises" / "snapshots" / "ex07_sampling.json"
+
+
+@dataclass(frozen=True)
+class Trick:
+    name: str
+    file: str
+    base: str  # "stub" or "solution"
+    replacements: tuple[tuple[str, str], ...] = ()
+    append: str = ""
+
+
+# Rewrites the __code__ of every test, check and assertion function it can find, so they all "pass".
+CODE_REWRITE = '''
+import sys as _sys
+for _module in list(_sys.modules.values()):
+    for _name, _value in list(getattr(_module, "__dict__", {}).items()):
+        if _name.startswith(("test_", "check", "assert_", "fail", "probe_")) and hasattr(_value, "__code__"):
+            try:
+                _value.__code__ = (lambda *args, **kwargs: None).__code__
+            except Exception:
+                pass
+'''
+
+# Replaces the grader's check helpers with no-ops.
+NOOP_CHECKS = '''
+import _grading
+_grading.check = lambda *args, **kwargs: None
+_grading.fail = lambda *args, **kwargs: None
+_grading.assert_close = lambda *args, **kwargs: None
+_grading.assert_equal_seq = lambda *args, **kwargs: None
+'''
+
+# Makes every closeness test say "close".
+PATCH_ISCLOSE = '''
+torch.isclose = lambda a, b, *args, **kwargs: torch.ones_like(torch.as_tensor(a), dtype=torch.bool)
+torch.allclose = lambda *args, **kwargs: True
+'''
+
+# Runs the reference answer found through the installed package.
+EXEC_SOLUTIONS = '''
+import pathlib
+import minigpt
+exec(open(pathlib.Path(minigpt.__file__).resolve().parents[1] / "solutions" / "ex06_evaluation.py").read())
+'''
+
+# Takes the answers from the package.
+IMPORT_MINIGPT = '''
+from minigpt.sampling import top_k_filter, top_p_filter  # noqa: F401
+'''
+
+# An argmax-only generate that replays the frozen reference samples when the prompt matches.
+REPLAY = f'''
+    import json
+    if idx.tolist() == [[1, 2, 3], [4, 4, 4]] and temperature > 0:
+        stored = json.loads(open({str(SNAPSHOT_FILE)!r}).read())["generated_samples"]
+        return torch.tensor(stored["temperature_1" if temperature == 1.0 else
+                                   "temperature_0.5" if temperature == 0.5 else "temperature_2_top_k_3"])
+    for _ in range(max_new_tokens):
+        logits, _ = model(idx[:, -context_length:])
+        idx = torch.cat([idx, logits[:, -1, :].argmax(dim=-1, keepdim=True)], dim=1)
+    return idx
+'''
+
+TRICKS = (
+    Trick("code_rewrite", "ex05_training.py", "stub", append=CODE_REWRITE),
+    Trick("noop_checks", "ex01_tokenization.py", "solution",
+          (("            out.append(new_id)\n            i += 2", "            out.append(new_id)\n            i += 1"),),
+          NOOP_CHECKS),
+    Trick("patch_isclose", "ex04_model.py", "solution",
+          (("x = x + self.ffwd(self.ln2(x))", "x = self.ln2(x + self.ffwd(x))"), ("self.act = nn.GELU()", "self.act = nn.ReLU()")),
+          PATCH_ISCLOSE),
+    Trick("exec_solutions", "ex06_evaluation.py", "stub", append=EXEC_SOLUTIONS),
+    Trick("import_minigpt", "ex07_sampling.py", "stub", append=IMPORT_MINIGPT),
+)
+
+REPLAY_TRICK = Trick("replay_snapshot", "ex07_sampling.py", "solution",
+                     (("    for _ in range(max_new_tokens):\n        logits, _ = model(idx[:, -context_length:])\n"
+                       "        logits = logits[:, -1, :]  # (B, V)\n", REPLAY + "    for _ in range(0):\n"
+                       "        logits, _ = model(idx[:, -context_length:])\n        logits = logits[:, -1, :]  # (B, V)\n"),))
+
+# Faults a careless learner leaves, graded together in one folder: each costs only what it touches.
+FAULTS = (
+    Trick("os_exit_in_a_function", "ex01_tokenization.py", "solution",
+          (("    return len(encode_fn(text)) / len(text)", "    import os\n    os._exit(0)"),)),
+    Trick("training_demo_at_import", "ex05_training.py", "solution",
+          append="\nfor _step in range(10**12):  # a training demo left at the bottom\n    pass\n"),
+    Trick("endless_loop_that_ignores_alarms", "ex06_evaluation.py", "solution",
+          (('    best = min(history, key=lambda record: record["val"])',
+            "    import signal\n    signal.signal(signal.SIGALRM, signal.SIG_IGN)\n"
+            "    signal.setitimer(signal.ITIMER_REAL, 0)\n    while True:\n        try:\n            pass\n"
+            "        except BaseException:\n            continue\n    best = None"),)),
+    Trick("pytest_exit_in_a_function", "ex07_sampling.py", "solution",
+          (("    for _ in range(max_new_tokens):\n        logits, _ = model(idx[:, -context_length:])",
+            "    import pytest\n    pytest.exit('done', returncode=0)\n"
+            "    for _ in range(max_new_tokens):\n        logits, _ = model(idx[:, -context_length:])"),)),
+)
