@@ -191,40 +191,55 @@ def plan_run(args: argparse.Namespace) -> RunPlan:
         if fixed:
             raise ValueError(f"--resume keeps the checkpoint's model and tokenizer; drop "
                              f"{', '.join(option_name(n) for n in fixed)}")
-        _check_is_file(args.resume, "--resume")
         resume = Path(args.resume)
-        saved = read_checkpoint(resume)
-        state = resumable_state(saved, resume)
-        train_config = _resumed_train_config(state, given_train, resume)
-        if train_config.max_iters <= state["step"]:
-            raise ValueError(f"--max-iters {train_config.max_iters} is not beyond the checkpoint's "
-                             f"step {state['step']}: give --max-iters above {state['step']} to "
-                             f"train further")
-        data = _checked_data(given_data.get("data", state.get("data", "shakespeare")),
-                             "--data" if "data" in given_data else
-                             "the checkpoint's data (give --data to use another file)")
-        if "val_fraction" not in given_data and "val_fraction" in state:
-            data_config.val_fraction = state["val_fraction"]
-            check_fields(data_config)
+        saved, train_config, data = _plan_resume(resume, given_data, given_train, data_config)
         out = Path(given_data.get("out", resume.parent))
     resolve_device(train_config.device)  # 'cuda' on a machine without CUDA fails here, not later
+    replace = _check_out(out, resume, args.overwrite)
+    return RunPlan(data, load_text(data), data_config, train_config, given_model, out, replace,
+                   progress=not args.no_progress and sys.stderr.isatty(), resume=resume, saved=saved)
+
+
+def _plan_resume(resume: Path, given_data: dict[str, Any], given_train: dict[str, Any],
+                 data_config: DataConfig) -> tuple[dict[str, Any], TrainConfig, str]:
+    """Check the checkpoint to resume: (its contents, the training settings, the data to read).
+
+    The data and val_fraction are the checkpoint's unless given; `data_config` is updated.
+    """
+    _check_is_file(resume, "--resume")
+    saved = read_checkpoint(resume)
+    state = resumable_state(saved, resume)
+    try:
+        GPTConfig.from_dict(saved["config"])
+    except (ValueError, TypeError) as error:
+        raise CheckpointError(f"checkpoint: {str(resume)!r} has an invalid config: {error}") \
+            from None
+    train_config = _resumed_train_config(state, given_train, resume)
+    if train_config.max_iters <= state["step"]:
+        raise ValueError(f"--max-iters {train_config.max_iters} is not beyond the checkpoint's "
+                         f"step {state['step']}: give --max-iters above {state['step']} to "
+                         f"train further")
+    data = _checked_data(given_data.get("data", state.get("data", "shakespeare")),
+                         "--data" if "data" in given_data else
+                         "the checkpoint's data (give --data to use another file)")
+    if "val_fraction" not in given_data and "val_fraction" in state:
+        data_config.val_fraction = state["val_fraction"]
+        check_fields(data_config)
+    return saved, train_config, data
+
+
+def _check_out(out: Path, resume: Path | None, overwrite: bool) -> list[str]:
+    """Refuse an --out we cannot write, or one holding another run; returns what --overwrite
+    replaces (never the checkpoint resumed from)."""
     check_out_folder(out)
     found = [name for name in existing_run(out)
              if resume is None or (out / name).resolve() != resume.resolve()]
     continues = _continues_its_own_run(out, resume, found)
-    if found and not args.overwrite and not continues:
+    if found and not overwrite and not continues:
         raise ValueError(f"--out {str(out)!r} already holds a run ({', '.join(found)}); continue "
                          f"it with --resume {str(out / found[0])!r}, replace it with --overwrite, "
                          f"or choose another --out")
-    if saved is not None:
-        try:
-            GPTConfig.from_dict(saved["config"])
-        except (ValueError, TypeError) as error:
-            raise CheckpointError(f"checkpoint: {str(resume)!r} has an invalid config: {error}") \
-                from None
-    replace = found if args.overwrite and not continues else []  # never what we resume from
-    return RunPlan(data, load_text(data), data_config, train_config, given_model, out, replace,
-                   progress=not args.no_progress and sys.stderr.isatty(), resume=resume, saved=saved)
+    return found if overwrite and not continues else []
 
 
 def _continues_its_own_run(out: Path, resume: Path | None, found: list[str]) -> bool:
