@@ -126,6 +126,11 @@ def runs(tmp_path_factory) -> dict[str, Run]:
                                 str(_make_target(tmp / "replay", tricks=[TRICKS_MODULE["REPLAY_TRICK"]]))], tmp))
     jobs.append(_job("faults", ["exercises/", "--grade-timeout", "2", "--target",
                                 str(_make_target(tmp / "faults", tricks=TRICKS_MODULE["FAULTS"]))], tmp))
+    memorised = str(_make_target(tmp / "memorised", tricks=[TRICKS_MODULE["MEMORISED_TRICK"]]))
+    jobs.append(_job("memorised", ["exercises/test_ex07_sampling.py", "--target", memorised], tmp))
+    jobs.append(_job("memorised_fresh", ["exercises/test_ex07_sampling.py", "--fresh-cases", "7", "--target",
+                                         memorised], tmp))
+    jobs.append(_job("solutions_fresh", ["exercises/", "--solutions", "--strict", "--fresh-cases", "7"], tmp))
     stale = tmp / "first_failure.json"
     stale.write_text(json.dumps({"stale": True, "totals": {"points": 99}}))
     jobs.append(_job("first_failure", ["exercises/", "-x"], tmp))
@@ -276,6 +281,16 @@ def test_replaying_the_snapshots_fails_and_costs_only_that_test(runs):
     assert "may not read" in _messages(run, "ex07_sampling")["test_generate_matches_reference_samples"]
     assert all(_full(run, chapter) for chapter in CHAPTERS if chapter != "ex07_sampling")
     assert any("snapshots" in f["why"] for f in run.report["chapters"]["ex07_sampling"]["integrity"])
+
+
+def test_fresh_cases_catch_memorised_outputs_and_the_solutions_still_pass(runs):
+    fresh = runs["solutions_fresh"]
+    assert fresh.returncode == 0 and fresh.report["fresh_cases_seed"] == 7, fresh.output[-3000:]
+    assert fresh.report["strict"] is True and fresh.report["totals"]["points"] == sum(_catalogue().values())
+    assert set(_outcomes(runs["memorised"]).values()) <= {"passed", "not run"}  # the snapshots alone are fooled
+    outcomes = _outcomes(runs["memorised_fresh"], "ex07_sampling")
+    assert outcomes.pop("test_generate_matches_reference_samples") == "failed"
+    assert set(outcomes.values()) == {"passed"}
 
 
 def test_faults_cost_only_what_they_touch(runs):

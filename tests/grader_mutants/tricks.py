@@ -9,6 +9,7 @@ checks that each costs the points of what it touches and nothing else.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +77,14 @@ REPLAY = f'''
     return idx
 '''
 
+# The frozen samples written into the file itself: no file read, so only fresh cases can tell.
+MEMORISED = f'''
+    samples = {json.loads(SNAPSHOT_FILE.read_text())["generated_samples"]!r}
+    if idx.tolist() == [[1, 2, 3], [4, 4, 4]] and max_new_tokens == 16 and temperature > 0:
+        return torch.tensor(samples["temperature_1" if temperature == 1.0 else
+                                    "temperature_0.5" if temperature == 0.5 else "temperature_2_top_k_3"])
+'''
+
 TRICKS = (
     Trick("code_rewrite", "ex05_training.py", "stub", append=CODE_REWRITE),
     Trick("noop_checks", "ex01_tokenization.py", "solution",
@@ -92,6 +101,11 @@ REPLAY_TRICK = Trick("replay_snapshot", "ex07_sampling.py", "solution",
                      (("    for _ in range(max_new_tokens):\n        logits, _ = model(idx[:, -context_length:])\n"
                        "        logits = logits[:, -1, :]  # (B, V)\n", REPLAY + "    for _ in range(0):\n"
                        "        logits, _ = model(idx[:, -context_length:])\n        logits = logits[:, -1, :]  # (B, V)\n"),))
+
+MEMORISED_TRICK = Trick("memorised_samples", "ex07_sampling.py", "solution",
+                        (("    for _ in range(max_new_tokens):\n        logits, _ = model(idx[:, -context_length:])",
+                          MEMORISED + "    for _ in range(max_new_tokens):\n"
+                                      "        logits, _ = model(idx[:, -context_length:])"),))
 
 # Faults a careless learner leaves, graded together in one folder: each costs only what it touches.
 FAULTS = (
