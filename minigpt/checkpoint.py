@@ -23,6 +23,7 @@ import re
 import tempfile
 import zipfile
 from dataclasses import dataclass, field, fields
+from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
@@ -114,6 +115,7 @@ def _all_finite(tensor: torch.Tensor) -> bool:
     return not tensor.is_floating_point() or bool(torch.isfinite(tensor).all())
 
 
+@lru_cache(maxsize=1)
 def _package_version() -> str:
     try:
         return version("minigpt-course")

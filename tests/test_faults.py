@@ -23,8 +23,9 @@ CONFIG = dict(context_length=64, d_model=128, num_heads=4, num_blocks=4)  # abou
 
 # Resumes from the checkpoint like a training run, then saves over and over: save number n holds
 # weights all equal to n and train_state step n, so a mixed or half-written file would show. The
-# disk is made slow (each file fills in eight writes, 5 ms apart), and the saver says "writing"
-# after the first one, so that the test can also aim a kill at the middle of writing a file.
+# disk is made slow (each file fills in eight writes, 20 ms apart). The saver says "writing" after
+# the first write of a file and "saved" after each save, so that the test can aim a kill at the
+# middle of writing a file, or kill at a random time once a save went through.
 SAVER = textwrap.dedent("""
     import io
     import sys
@@ -42,7 +43,7 @@ SAVER = textwrap.dedent("""
             f.flush()
             if i == 0:
                 print("writing", flush=True)
-            time.sleep(0.005)
+            time.sleep(0.02)
     torch.save = slow_disk_save
 
     path = sys.argv[1]
@@ -55,7 +56,14 @@ SAVER = textwrap.dedent("""
             for param in model.parameters():
                 param.fill_(step)
         save_checkpoint(path, model, tokenizer, train_state={"step": step})
+        print("saved", flush=True)
 """)
+
+
+def _wait_for(saver: subprocess.Popen, line: str) -> None:
+    """Read the saver's lines until `line`; fail with its error output if it ends first."""
+    while (said := saver.stdout.readline()) != line + "\n":
+        assert said, saver.communicate()[1]
 
 
 def _assert_one_complete_save(path, at_least: int) -> int:
@@ -80,13 +88,12 @@ def test_kills_at_random_points_of_saving_never_lose_the_checkpoint(tmp_path):
     for aimed in (False, True, False, True, False):
         saver = subprocess.Popen([sys.executable, "-c", SAVER, str(path)], stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True)
-        ready = saver.stdout.readline()
-        assert ready == "ready\n", saver.communicate()[1]
         if aimed:  # a few ms after a file began to be written: in the middle of it
-            assert saver.stdout.readline() == "writing\n"
+            _wait_for(saver, "writing")
             time.sleep(rng.uniform(0.0, 0.02))
-        else:  # anywhere: computing, writing, renaming
-            time.sleep(rng.uniform(0.05, 0.5))
+        else:  # once a save went through, anywhere: computing, writing, renaming
+            _wait_for(saver, "saved")
+            time.sleep(rng.uniform(0.0, 0.3))
         saver.send_signal(signal.SIGKILL)
         saver.communicate()
         assert saver.returncode == -signal.SIGKILL
@@ -97,5 +104,5 @@ def test_kills_at_random_points_of_saving_never_lose_the_checkpoint(tmp_path):
         assert sorted(remove_stale_temp_files(tmp_path)) == temporary
         assert os.listdir(tmp_path) == ["ckpt.pt"]
         leftovers += len(temporary)
-    assert step > 0  # the savers got through saves between the kills
-    assert leftovers > 0  # and kills landed in the middle of a save
+    assert step >= 3  # each saver not aimed at its first save got through one at least
+    assert leftovers >= 2  # the aimed kills landed in the middle of a save
