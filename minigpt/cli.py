@@ -15,7 +15,7 @@ import argparse
 import signal
 import sys
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -143,7 +143,7 @@ class RunPlan:
     """A checked `minigpt train` run: nothing in it can fail for a reason known before the work."""
 
     data: str                                  # 'shakespeare' or an absolute path
-    text: str                                  # the corpus, read and checked (UTF-8, not empty)
+    text: str = field(repr=False)              # the corpus, read and checked (UTF-8, not empty)
     data_config: DataConfig
     train_config: TrainConfig
     model_options: dict[str, Any]              # the GPTConfig fields given (a new run)
@@ -151,7 +151,7 @@ class RunPlan:
     replace: list[str]                         # the earlier run's checkpoints --overwrite removes
     progress: bool
     resume: Path | None = None
-    saved: dict[str, Any] | None = None        # the checkpoint to resume, as read_checkpoint gave it
+    saved: dict[str, Any] | None = field(default=None, repr=False)  # the checkpoint to resume
 
 
 def _check_is_file(path: str | Path, option: str) -> None:
