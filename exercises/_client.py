@@ -133,8 +133,22 @@ class Zygote:
             self.proc = None
 
 
+_ZYGOTE: Zygote | None = None
+
+
+def shared_zygote() -> Zygote:
+    """The zygote of this process: it knows no target, so every grading session in a process can share it.
+
+    It stops when this process ends (it reads end-of-file on its control socket).
+    """
+    global _ZYGOTE
+    if _ZYGOTE is None:
+        _ZYGOTE = Zygote()
+    return _ZYGOTE
+
+
 class Worker:
-    """One chapter's learner file, in its own process (forked by the session's zygote)."""
+    """One chapter's learner file, in its own process (forked by the zygote)."""
 
     def __init__(self, zygote: Zygote, target: Path, module: str, test_file: Path) -> None:
         self.zygote, self.target, self.module, self.test_file = zygote, target, module, test_file

@@ -90,7 +90,10 @@ def translate(info: dict, call: str, target: Path, display: Callable[[Path], str
     where = ""
     if info.get("function"):
         where = f" in `{info['function']}` ({display(target / info['file'])}, line {info['line']})"
-    return LearnerRaised(f"{call} raised {info['type']}{where}: {info['message']}", info)
+    hint = ""
+    if info["type"] in ("SystemExit", "Exit", "KeyboardInterrupt"):
+        hint = " (sys.exit(), exit() and pytest.exit() end nothing but this call: remove them)"
+    return LearnerRaised(f"{call} raised {info['type']}{where}: {info['message']}{hint}", info)
 
 
 class Learner:

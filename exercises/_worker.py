@@ -30,6 +30,7 @@ import importlib.util
 import json
 import os
 import random
+import resource
 import signal
 import socket
 import sys
@@ -48,6 +49,7 @@ from _protocol import plain, read_frame, write_frame  # noqa: E402
 from _target import load, use_target  # noqa: E402
 
 TARGET: Path = GRADER
+LOG_LIMIT = 64 * 1024 * 1024  # bytes a worker may write to files (its printed output included)
 GRADER_MODULE = None
 
 
@@ -58,21 +60,42 @@ def _load_by_path(name: str, file: Path):
     return module
 
 
-def _guard_against(off_limits: tuple[str, ...], allow_minigpt: bool):
-    """An audit hook: the answers and the frozen reference outputs are off limits.
+FORBIDDEN_EVENTS = ("os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty",
+                    "subprocess.Popen", "os.kill", "os.killpg", "pty.spawn")
+WRITING_EVENTS = ("os.remove", "os.rename", "os.rmdir", "os.mkdir", "shutil.rmtree", "shutil.move", "os.truncate",
+                  "os.chmod", "os.chown", "os.symlink", "os.link", "os.utime")
 
-    An audit hook cannot be removed once added, so opening these files or
-    importing minigpt fails whatever the learner's code does (the static
-    checks of ``_integrity.py`` report the attempt too). Grading solutions/
-    itself is allowed.
+
+def _guard_against(off_limits: tuple[str, ...], project: str, allow_minigpt: bool):
+    """An audit hook that keeps the learner's code to computing.
+
+    Off limits: reading the answers and the frozen reference outputs,
+    importing minigpt, changing any file of the project (the graders
+    included), starting or signalling processes. An audit hook cannot be
+    removed once added, so this holds whatever the learner's code does (the
+    static checks of ``_integrity.py`` report the attempt too). Grading
+    solutions/ itself may read and import them.
     """
+    def inside(path, roots) -> bool:
+        return isinstance(path, (str, bytes, os.PathLike)) and bool(roots) and \
+            os.path.abspath(os.fsdecode(path)).startswith(roots)
+
     def guard(event: str, args: tuple) -> None:
-        if event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
-            path = os.path.abspath(os.fsdecode(args[0]))
-            if off_limits and path.startswith(off_limits):
-                raise PermissionError(f"exercise code may not read {path}: the answers are off limits")
+        if event == "open":
+            path, mode, flags = (tuple(args) + (None, None))[:3]
+            writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or \
+                (isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC))
+            if inside(path, off_limits):
+                raise PermissionError(f"exercise code may not read {os.fsdecode(path)}: the answers are off limits")
+            if writing and inside(path, (project,)):
+                raise PermissionError(f"exercise code may not write {os.fsdecode(path)}: the course's files are "
+                                      f"read-only to it")
         elif event == "import" and not allow_minigpt and str(args[0]).split(".")[0] in ("minigpt", "solutions"):
             raise ImportError(f"exercise code may not import {args[0]}: the course's answers are off limits")
+        elif event in FORBIDDEN_EVENTS:
+            raise PermissionError(f"exercise code may not start or signal processes ({event})")
+        elif event in WRITING_EVENTS and any(inside(a, (project,)) for a in args[:2]):
+            raise PermissionError(f"exercise code may not change the course's files ({event})")
     return guard
 
 
@@ -146,7 +169,7 @@ def serve(target: Path, test_file: Path, in_fd: int, out_fd: int) -> None:
     use_target(TARGET)
     GRADER_MODULE = _load_by_path(f"_grader_{test_file.stem}", test_file)
     off_limits = tuple(str(p) for p in (SOLUTIONS, SNAPSHOT_DIR) if p != TARGET)
-    sys.addaudithook(_guard_against(off_limits, allow_minigpt=TARGET == SOLUTIONS))
+    sys.addaudithook(_guard_against(off_limits, str(GRADER.parent), allow_minigpt=TARGET == SOLUTIONS))
     write_frame(out_fd, {"ready": True})
     while True:
         try:
@@ -203,6 +226,7 @@ def zygote(control_fd: int) -> None:
             try:
                 control.close()
                 os.setsid()  # its own process group: killing the group stops anything it started
+                resource.setrlimit(resource.RLIMIT_FSIZE, (LOG_LIMIT, LOG_LIMIT))  # printing in a loop fills no disk
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 os.dup2(fds[2], 1)
                 os.dup2(fds[2], 2)

@@ -42,7 +42,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from _cases import CASE_SEEDS  # noqa: E402
-from _client import Outcome, Worker, Zygote  # noqa: E402
+from _client import Outcome, Worker, Zygote, shared_zygote  # noqa: E402
 from _grading import GradeFailure, SNAPSHOTS  # noqa: E402
 from _integrity import Finding, broken_rules, scan_target  # noqa: E402
 from _learner import Learner  # noqa: E402
@@ -98,7 +98,7 @@ class GradingState:
     workers: dict[str, Worker] = field(default_factory=dict)
     reference_workers: dict[str, Worker] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)  # chapters with selected tests, in run order
-    zygote: Zygote = field(default_factory=Zygote)
+    zygote: Zygote = field(default_factory=shared_zygote)
     snapshots: dict[str, dict] = field(default_factory=dict)
 
 
@@ -425,5 +425,4 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus) -> None:
         return
     for worker in list(state.workers.values()) + list(state.reference_workers.values()):
         worker.kill()
-    state.zygote.stop()
     _write_report(state, exitstatus)

@@ -131,6 +131,10 @@ def runs(tmp_path_factory) -> dict[str, Run]:
     jobs.append(_job("memorised_fresh", ["exercises/test_ex07_sampling.py", "--fresh-cases", "7", "--target",
                                          memorised], tmp))
     jobs.append(_job("solutions_fresh", ["exercises/", "--solutions", "--strict", "--fresh-cases", "7"], tmp))
+    jobs.append(_job("stubs", ["exercises/"], tmp))
+    partial = _make_target(tmp / "partial")
+    (partial / "ex03_attention.py").unlink()
+    jobs.append(_job("missing_ch3", ["exercises/test_ex04_model.py", "--target", str(partial)], tmp))
     stale = tmp / "first_failure.json"
     stale.write_text(json.dumps({"stale": True, "totals": {"points": 99}}))
     jobs.append(_job("first_failure", ["exercises/", "-x"], tmp))
@@ -147,7 +151,6 @@ def runs(tmp_path_factory) -> dict[str, Run]:
 
     tasks = [
         lambda: {"solutions": _grade(["exercises/", "--solutions"], tmp / "solutions.json")},
-        lambda: {"stubs": _grade(["exercises/"], tmp / "stubs.json")},
         lambda: _drive("jobs_a", jobs[0::2], tmp),
         lambda: _drive("jobs_b", jobs[1::2], tmp),
         snapshots,
@@ -395,13 +398,12 @@ def test_every_chapter_has_a_grader_and_three_to_five_exercises():
         assert 3 <= len(exercises) <= 7, f"{name}: {exercises}"
 
 
-def test_a_target_missing_an_earlier_chapter_never_borrows_the_stubs(tmp_path):
+def test_a_target_missing_an_earlier_chapter_never_borrows_the_stubs(runs):
     """ex04 imports ex03: from the graded folder only, never from exercises/ behind it."""
-    target = _make_target(tmp_path / "partial")
-    (target / "ex03_attention.py").unlink()
-    run = _grade(["exercises/test_ex04_model.py", "--target", str(target)], tmp_path / "report.json")
+    run = runs["missing_ch3"]
     assert run.returncode != 0
     assert "ex03_attention.py is not in the folder being graded" in run.output
+    assert "finish chapter 3 first" in run.output
     assert run.report["totals"]["passed"] == 0
 
 

@@ -15,6 +15,7 @@ import contextlib
 import io
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -25,9 +26,11 @@ def main(jobs_file: str) -> None:
     results = []
     for job in jobs:
         buffer = io.StringIO()
+        start = time.perf_counter()
         with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
             code = pytest.main(job["args"])
-        results.append({"name": job["name"], "returncode": int(code), "output": buffer.getvalue()})
+        results.append({"name": job["name"], "returncode": int(code), "output": buffer.getvalue(),
+                        "seconds": round(time.perf_counter() - start, 2)})
     print(json.dumps(results))
 
 
