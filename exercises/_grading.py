@@ -7,7 +7,6 @@ property broke). ``conftest.py`` prints that message without a traceback.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Sequence
@@ -163,12 +162,6 @@ def check_buffers(info: dict, name: str) -> None:
     if info["plain_tensors"]:
         fail(f"{name} keeps the tensor(s) {info['plain_tensors'][:3]} as plain attributes: register them "
              f"with self.register_buffer(...) so that .to(device) moves them with the model")
-
-
-def load_snapshot(exercise: str) -> dict[str, Any]:
-    """Reference outputs of the solutions, frozen by ``make_snapshots.py``."""
-    with open(SNAPSHOTS / f"{exercise}.json", encoding="utf-8") as f:
-        return json.load(f)
 
 
 def to_jsonable(value: Any) -> Any:

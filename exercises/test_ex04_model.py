@@ -16,7 +16,8 @@ from _cases import TINY_GPT, probe_module, probe_on_another_device  # noqa: F401
 from _grading import (SNAPSHOT_ATOL, SNAPSHOT_RTOL, assert_close, assert_number, assert_param_names, assert_tensor,
                       check, check_buffers, check_device_ready, fail, seeded_weights)
 
-CHAPTER_3 = " (the block uses your MultiHeadAttention from ex03_attention.py: chapter 3 must pass first)"
+CHAPTER_3 = (" (this runs your MultiHeadAttention from ex03_attention.py: make chapter 3 pass first; "
+             "if it does, the difference is in the block)")
 BIG = dict(vocab_size=65, context_length=16, d_model=32, num_heads=4, num_blocks=2)
 
 

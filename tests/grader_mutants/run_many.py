@@ -1,12 +1,14 @@
 """Run several grading sessions in one Python process.
 
-``tests/test_grader.py`` grades one folder per typical wrong answer. Starting
-a fresh interpreter for each would import torch again every time, so the
-mutant runs share one: ``exercises/_target.py`` drops the ``exNN_*`` modules
-of the previous target before each session, which this also exercises.
+``tests/test_grader.py`` grades many folders (batches of typical wrong
+answers, tricks, faults). Starting a fresh interpreter for each would start
+pytest and the grader's zygote (torch imported and warmed up) again every
+time, so the sessions share one interpreter and one zygote. The learner's
+code runs only in the workers the zygote forks, so sessions cannot leak into
+each other through it.
 
 Usage: python run_many.py JOBS.json  (a list of {"name", "args"}); prints a
-JSON list of {"name", "returncode", "output"} on its last line.
+JSON list of {"name", "returncode", "output", "seconds"} on its last line.
 """
 
 from __future__ import annotations
