@@ -82,6 +82,22 @@ def same_data(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
+def first_change(before: Any, after: Any) -> str:
+    """Where an argument changed, in a few words."""
+    if isinstance(before, torch.Tensor) and isinstance(after, torch.Tensor) and before.shape == after.shape:
+        differ = before != after
+        if differ.any():
+            index = [int(i) for i in differ.nonzero()[0]]
+            return f"at index {index} it was {before[tuple(index)].item():.6g}, now {after[tuple(index)].item():.6g}"
+    if type(before) in (list, tuple) and type(after) is type(before):
+        if len(before) != len(after):
+            return f"it had {len(before)} items, now {len(after)}"
+        for i, (b, a) in enumerate(zip(before, after)):
+            if not same_data(b, a):
+                return f"item {i} was {short(b, 40)}, now {short(a, 40)}"
+    return f"it was {short(before)}, now {short(after)}"
+
+
 def translate(info: dict, call: str, target: Path, display: Callable[[Path], str]) -> Exception:
     """The learner's exception, as the one-line outcome the grader reports."""
     if info.get("not_implemented"):
@@ -121,8 +137,8 @@ class Learner:
             for i, (before, after) in enumerate(list(zip(args, after_args)) + list(zip(kwargs.values(),
                                                                                      after_kwargs.values()))):
                 if not same_data(before, after):
-                    raise GradeFailure(f"{text} changed its input in place (argument {i + 1} was {short(before)}, "
-                                       f"after the call it is {short(after)}): build a new list or tensor instead")
+                    raise GradeFailure(f"{text} changed its input in place (argument {i + 1}: "
+                                       f"{first_change(before, after)}): build a new list or tensor instead")
             return _unmark(answer["value"])
 
         call.__name__ = name
