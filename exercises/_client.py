@@ -213,7 +213,7 @@ class Worker:
             wait = deadline - time.monotonic()
             if wait <= 0:
                 self._on_timeout(doing)
-            ready, _, _ = select.select([self._recv], [], [], wait)
+            ready, _, _ = select.select([self._recv], [], [], None if wait == float("inf") else wait)
             if not ready:
                 self._on_timeout(doing)
             chunk = os.read(self._recv, min(left, 1 << 20))

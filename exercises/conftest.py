@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import os
 import random
 import sys
@@ -146,8 +147,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if not folder.is_dir():
         raise pytest.UsageError(f"--target: {folder} is not a folder")
     timeout = _option(config, "--grade-timeout", DEFAULT_TIMEOUT) or 0.0
-    if timeout < 0:
-        raise pytest.UsageError(f"--grade-timeout must be >= 0 seconds, got {timeout:g}")
+    if not math.isfinite(timeout) or timeout < 0:
+        raise pytest.UsageError(f"--grade-timeout must be a number of seconds >= 0 (0: no limit), got {timeout:g}")
     fresh = _option(config, "--fresh-cases")
     if fresh == -1:
         fresh = random.SystemRandom().randrange(1, 10**6)
