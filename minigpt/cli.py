@@ -12,6 +12,7 @@ status 2; nothing on disk is lost.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -379,12 +380,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         previous = None
     try:
         args = build_parser().parse_args(argv)
-        return run_train(args) if args.command == "train" else run_sample(args)
+        status = run_train(args) if args.command == "train" else run_sample(args)
+        sys.stdout.flush()  # here, where a closed pipe is handled, not at exit
+        return status
     except ConfigError as error:  # name the option; an option left out is None, so say nothing of it
         allowed = error.allowed.removesuffix(" (or None)")
         print(f"minigpt: error: {option_name(error.name)} must be {allowed}, got {error.value!r}",
               file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `minigpt sample | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit's flush
+        return 128 + 13  # as if killed by SIGPIPE, the shell's convention
     except (ValueError, OSError, RuntimeError) as error:  # OSError: no permission, disk full, ...
         print(f"minigpt: error: {error}", file=sys.stderr)
         return 2

@@ -462,3 +462,15 @@ def test_overwrite_never_removes_the_checkpoint_resumed_from(run_copy, capsys):
     assert (run_copy / "best.pt").exists()
     best_step = read_checkpoint(run_copy / "best.pt")["train_state"]["step"]
     assert best_step == 21 or (run_copy / "best.pt").read_bytes() == best
+
+
+def test_output_cut_short_by_the_reader_is_quiet(finished_run):
+    """`minigpt sample ... | head -1`: exit as if by SIGPIPE, without an error message."""
+    proc = subprocess.Popen([sys.executable, "-m", "minigpt", "sample", "--checkpoint",
+                             str(finished_run / "ckpt.pt"), "--num-samples", "200", "--seed", "1",
+                             "--max-new-tokens", "50"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141 and err == b""
