@@ -152,6 +152,8 @@ def pytest_configure(config: pytest.Config) -> None:
     fresh = _option(config, "--fresh-cases")
     if fresh == -1:
         fresh = random.SystemRandom().randrange(1, 10**6)
+    if fresh is not None and not 0 <= fresh < 2**40:
+        raise pytest.UsageError(f"--fresh-cases SEED must be an integer from 0 to 2**40, got {fresh}")
     if fresh is not None and not (ROOT / "solutions").is_dir():
         raise pytest.UsageError("--fresh-cases needs the solutions/ folder (it computes the expected values)")
     report_file = _option(config, "--grade-report")
