@@ -225,7 +225,10 @@ def _plan_resume(resume: Path, given_data: dict[str, Any], given_train: dict[str
                          "the checkpoint's data (give --data to use another file)")
     if "val_fraction" not in given_data and "val_fraction" in state:
         data_config.val_fraction = state["val_fraction"]
-        check_fields(data_config)
+        try:
+            check_fields(data_config)
+        except ConfigError as error:
+            raise CheckpointError(f"checkpoint: {str(resume)!r} holds a bad {error}") from None
     return saved, train_config, data
 
 
@@ -350,7 +353,9 @@ def run_sample(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(args.checkpoint, device=device)
     prompt = args.prompt
     if prompt is None:
-        prompt = ckpt.train_state.get("sample_prompt") or default_prompt(ckpt.tokenizer)
+        saved_prompt = ckpt.train_state.get("sample_prompt")  # written by minigpt train
+        ok = isinstance(saved_prompt, str) and saved_prompt
+        prompt = saved_prompt if ok else default_prompt(ckpt.tokenizer)
     for i in range(options.num_samples):
         seed = None if options.seed is None else options.seed + i
         if seed is None:

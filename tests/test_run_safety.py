@@ -474,3 +474,13 @@ def test_output_cut_short_by_the_reader_is_quiet(finished_run):
     proc.stdout.close()
     err = proc.stderr.read()
     assert proc.wait(timeout=120) == 141 and err == b""
+
+
+def test_a_crafted_sample_prompt_is_ignored(run_copy, capsys):
+    ckpt = load_checkpoint(run_copy / "ckpt.pt")
+    save_checkpoint(run_copy / "odd.pt", ckpt.model, ckpt.tokenizer, None,
+                    {**ckpt.train_state, "sample_prompt": 5})
+    status, out, err = run(capsys, "sample", "--checkpoint", run_copy / "odd.pt", "--seed", "1",
+                           "--max-new-tokens", "5")
+    assert status == 0, err
+    assert out.startswith("\n")  # the default prompt, not the crafted one
