@@ -283,8 +283,7 @@ def execute(plan: RunPlan) -> int:
     """Hold the run folder, read and tokenize the data, train, save, plot, sample."""
     with RunLock(plan.out) as lock:
         if lock.taken_over is not None:
-            print(f"took over the lock of {str(plan.out)!r} left by run {lock.taken_over}, which is "
-                  f"no longer running")
+            print(f"took over the lock of {str(plan.out)!r}, {lock.taken_over}")
         for path in remove_stale_temp_files(plan.out):
             print(f"removed {path}, left by an interrupted save")
         return _train(plan)

@@ -78,12 +78,12 @@ def _is_alive(pid: int, host: str) -> bool:
 class RunLock:
     """Hold `folder`'s lock for as long as the `with` block runs (or until `release`).
 
-    `taken_over` is the process id of a dead run whose leftover lock was replaced, else None.
+    `taken_over` says whose leftover lock was replaced (a dead run's, or an unreadable one), else None.
     """
 
     def __init__(self, folder: str | Path):
         self.path = Path(folder) / LOCK_NAME
-        self.taken_over: int | None = None
+        self.taken_over: str | None = None
         self.held = False
         self.created: list[Path] = []  # folders made for the lock, removed again if left empty
 
@@ -105,7 +105,9 @@ class RunLock:
                     f"{pid} on {host}); wait for it to end or choose another --out (if no run is "
                     f"alive, delete {str(self.path)!r})")
             if owner is not None:
-                self.taken_over = owner[0]
+                self.taken_over = f"left by run {owner[0]}, which is no longer running"
+            elif self.path.exists():  # not a lock we wrote: empty or garbled
+                self.taken_over = "whose lock file could not be read"
             self.path.unlink(missing_ok=True)
         raise FolderInUse(f"--out {str(self.path.parent)!r}: another run took its lock at the same "
                           f"moment; choose another --out")

@@ -134,9 +134,18 @@ def test_a_dead_runs_lock_is_taken_over_and_released(run_copy, capsys):
     status, out, err = run(capsys, "train", "--resume", run_copy / "ckpt.pt", "--max-iters", "22",
                            "--sample-tokens", "0")
     assert status == 0, err
-    assert f"left by run {dead.pid}, which is no longer running" in out
+    assert f"took over the lock of '{run_copy}', left by run {dead.pid}, which is no longer " \
+           f"running" in out
     assert not (run_copy / LOCK_NAME).exists()
     assert read_checkpoint(run_copy / "ckpt.pt")["train_state"]["step"] == 22
+
+
+def test_an_unreadable_lock_is_taken_over_with_a_line(run_copy, capsys):
+    (run_copy / LOCK_NAME).write_bytes(b"\xff garbage")
+    status, out, err = run(capsys, "train", "--resume", run_copy / "ckpt.pt", "--max-iters", "21",
+                           "--sample-tokens", "0")
+    assert status == 0, err
+    assert "whose lock file could not be read" in out and not (run_copy / LOCK_NAME).exists()
 
 
 # -- item 4: non-finite values are refused, never saved -------------------------------------------
