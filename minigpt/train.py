@@ -258,7 +258,8 @@ class Trainer:
 
     def _diverged(self, what: str) -> None:
         last = self.result.checkpoint
-        kept = f"the last checkpoint ({last}) is kept" if last else "nothing was saved"
+        kept = (f"the last checkpoint ({last}) is kept" if last else
+                "this run saved nothing (a checkpoint it resumed from is kept as it was)")
         raise NonFiniteError(f"training diverged at step {self.result.step}: {what}; {kept}. "
                              f"Try a lower learning_rate (now {self.config.learning_rate}) or "
                              f"grad_clip (now {self.config.grad_clip})")

@@ -240,8 +240,8 @@ def test_nan_loss_from_the_start_saves_nothing(tmp_path, tiny_config, char_token
     trainer = small_trainer(tiny_config, char_tokenizer, splits, tmp_path)
     with torch.no_grad():
         trainer.model.token_embedding.weight.fill_(float("nan"))
-    with pytest.raises(NonFiniteError, match="diverged at step 0: the estimated train loss is nan; nothing "
-                                             "was saved"):
+    with pytest.raises(NonFiniteError, match="diverged at step 0: the estimated train loss is nan; "
+                                             "this run saved nothing"):
         trainer.run()
     assert list(tmp_path.iterdir()) == []
 
