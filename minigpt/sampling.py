@@ -152,6 +152,12 @@ def sample_text(model: nn.Module, tokenizer: Tokenizer, prompt: str, max_new_tok
 
     Generation ends early at the first stop string, which is left out of the result.
     """
+    if stop is not None and (isinstance(stop, str) or not all(isinstance(s, str) for s in stop)):
+        raise ValueError(f"stop must be a list of strings (e.g. [{stop!r}] for one), got {stop!r}")
+    if seed is not None:
+        check_whole_number("seed", seed, low=0)
+        if seed >= 2**64:  # what torch.Generator.manual_seed takes
+            raise ValueError(f"seed must be below 2**64, got {seed}")
     ids = tokenizer.encode(prompt)
     if not ids:
         raise ValueError("prompt must encode to at least one token; give a non-empty prompt")

@@ -140,3 +140,13 @@ def test_prompt_ids_out_of_range_are_refused_at_the_call(tiny_model):
         generate(tiny_model, torch.tensor([[1.0]]), 3)
     with pytest.raises(ValueError, match=r"idx must be \(batch, time\).*got a list"):
         generate(tiny_model, [[1]], 3)
+
+
+def test_sample_text_refuses_a_bare_stop_string_and_a_bad_seed(tiny_model, char_tokenizer):
+    with pytest.raises(ValueError, match=r"stop must be a list of strings \(e.g. \['END'\] for one\)"):
+        sample_text(tiny_model, char_tokenizer, "A", 3, stop="END")  # would stop at E, N or D
+    for seed, message in ((True, "a whole number >= 0"), (-1, "a whole number >= 0"),
+                          (2.5, "a whole number >= 0"), (2**64, "below 2\\*\\*64")):
+        with pytest.raises(ValueError, match=rf"seed must be {message}, got {seed}"):
+            sample_text(tiny_model, char_tokenizer, "A", 3, seed=seed)
+    assert len(sample_text(tiny_model, char_tokenizer, "A", 3, seed=7, stop=["\x00"])) == 3
