@@ -24,8 +24,9 @@ import torch
 
 from minigpt.checkpoint import (CheckpointError, load_checkpoint, read_checkpoint,
                                 remove_stale_temp_files)
-from minigpt.config import (ConfigError, GPTConfig, SampleConfig, TrainConfig, check_fields,
-                            describe, field_default, field_kind, knob)
+from minigpt.config import (DEVICES, ConfigError, GPTConfig, SampleConfig, TrainConfig,
+                            check_fields, describe, field_default, field_kind, is_device_name,
+                            knob)
 from minigpt.data import encode_corpus, load_text, train_val_split
 from minigpt.model import GPT
 from minigpt.plotting import plot_loss_curves, save_figure
@@ -78,8 +79,10 @@ def add_config_options(group, config_class) -> None:
         if not f.metadata.get("option", True):
             continue
         kind, _ = field_kind(f)
-        allowed = f"; {describe(f)}" if kind in ("int", "float") else ""  # argparse lists choices
-        help_text = f"{f.metadata['help']}{allowed} [default: {field_default(f)}]"
+        # argparse lists the choices itself; an option left out is None ("not set")
+        allowed = f"; {describe(f).removesuffix(' (or None)')}" if kind in ("int", "float") else ""
+        default = "not set" if field_default(f) is None else field_default(f)
+        help_text = f"{f.metadata['help']}{allowed} [default: {default}]"
         if kind == "bool":
             group.add_argument(option_name(f.name), action=argparse.BooleanOptionalAction,
                                default=None, help=help_text)
@@ -126,13 +129,12 @@ def _add_train(p: argparse.ArgumentParser) -> None:
 
 def _add_sample(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default="out/ckpt.pt", help="checkpoint written by minigpt "
-                   "train [default: out/ckpt.pt]")
+                   "train [default: %(default)s]")
     p.add_argument("--prompt", default=None, help="text to continue [default: a new line, or the "
                    "first character of the training text when the vocabulary has no new line]")
     add_config_options(p.add_argument_group("sampling (SampleConfig)"), SampleConfig)
     p.add_argument("--stop", action="append", default=None, help="stop at this string (repeatable)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps "
-                   "[default: auto]")
+    p.add_argument("--device", default="auto", help=f"{DEVICES} [default: %(default)s]")
     p.add_argument("--no-cache", action="store_true", help="recompute the whole context each step "
                    "(the plain loop, slower)")
 
@@ -348,6 +350,8 @@ def run_train(args: argparse.Namespace) -> int:
 def run_sample(args: argparse.Namespace) -> int:
     options = SampleConfig(**_given(args, option_names(SampleConfig)))
     _check_is_file(args.checkpoint, "--checkpoint")
+    if not is_device_name(args.device):
+        raise ValueError(f"--device must be {DEVICES}, got {args.device!r}")
     device = resolve_device(args.device)
     ckpt = load_checkpoint(args.checkpoint, device=device)
     prompt = args.prompt

@@ -173,6 +173,11 @@ DEVICES = "one of auto, cpu, cuda, cuda:N, mps"
 SEED_RANGE = dict(low=0, high=2**32 - 1)
 
 
+def is_device_name(name: str) -> bool:
+    """Whether `name` is one of DEVICES (whether that device is present is `resolve_device`'s job)."""
+    return name in ("auto", "cpu", "cuda", "mps") or (name.startswith("cuda:") and name[5:].isdigit())
+
+
 @dataclass
 class TrainConfig:
     """How to train: batch shape, schedule, optimiser, evaluation and checkpoint cadence.
@@ -205,9 +210,7 @@ class TrainConfig:
         check_fields(self)
         _require(self.min_lr <= self.learning_rate, "min_lr",
                  f"in [0, learning_rate={self.learning_rate}]", self.min_lr)
-        _require(self.device in ("auto", "cpu", "cuda", "mps") or (
-                 self.device.startswith("cuda:") and self.device[5:].isdigit()),
-                 "device", DEVICES, self.device)
+        _require(is_device_name(self.device), "device", DEVICES, self.device)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

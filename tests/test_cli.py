@@ -180,7 +180,7 @@ def test_options_are_made_from_the_configs(capsys):
                 if not f.metadata["option"]:  # GPTConfig.vocab_size: the tokenizer sets it
                     continue
                 assert option_name(f.name) in text
-                assert f"[default: {f.default}]" in text
+                assert f"[default: {'not set' if f.default is None else f.default}]" in text
                 if f.type.split("|")[0].strip() in ("int", "float"):
                     assert describe(f).removesuffix(" (or None)") in text
 

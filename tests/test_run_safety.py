@@ -188,6 +188,7 @@ def test_resume_with_an_absurd_learning_rate_keeps_the_checkpoint(run_copy, caps
     (["--seed", "-1"], "--seed must be a whole number in [0, 4294967295], got -1"),
     (["--num-samples", "0"], "--num-samples must be a whole number >= 1, got 0"),
     (["--max-new-tokens", "-1"], "--max-new-tokens must be a whole number >= 0, got -1"),
+    (["--device", "gpu"], "--device must be one of auto, cpu, cuda, cuda:N, mps, got 'gpu'"),
 ])
 def test_absurd_sample_options_are_refused(finished_run, capsys, args, message):
     err = refused(capsys, "sample", "--checkpoint", finished_run / "ckpt.pt", *args)
