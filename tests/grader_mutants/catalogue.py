@@ -188,6 +188,9 @@ MUTANTS: tuple[Mutant, ...] = (
              '    best = history[0]\n    for record in history[1:]:\n'
              '        if record["val"] < best["val"] - 0.01:\n            best = record'),),
            "best_step counts only improvements larger than 0.01"),
+    Mutant("perplexity_in_float32", "ex06_evaluation.py",
+           (("    return math.exp(loss)", "    import torch\n    return torch.exp(torch.tensor(loss)).item()"),),
+           "perplexity computed in float32 (the message used to read 'got 65, expected 65')"),
     Mutant("top_k_exactly_k_by_index", "ex07_sampling.py",
            (('    return logits.masked_fill(logits < kth_largest, float("-inf"))',
              "    keep = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, torch.topk(logits, k, dim=-1).indices, True)"
