@@ -207,6 +207,17 @@ def warm_up() -> None:
     torch.nn.Linear(3, 3).to("meta")(torch.zeros(2, 3, device="meta"))
 
 
+def _die_with(parent: int) -> None:
+    """Linux: the kernel kills this worker when the zygote ends (so no endless loop outlives a killed run)."""
+    try:
+        import ctypes
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the zygote ended before prctl took effect
+        os._exit(0)
+
+
 def zygote(control_fd: int) -> None:
     """Fork a worker for each request on the control socket; the workers are reaped automatically."""
     control = socket.socket(fileno=control_fd)
@@ -223,11 +234,13 @@ def zygote(control_fd: int) -> None:
         request = json.loads(message)
         sys.stdout.flush()
         sys.stderr.flush()
+        zygote_pid = os.getpid()
         pid = os.fork()
         if pid == 0:
             try:
                 control.close()
                 os.setsid()  # its own process group: killing the group stops anything it started
+                _die_with(zygote_pid)
                 resource.setrlimit(resource.RLIMIT_FSIZE, (LOG_LIMIT, LOG_LIMIT))  # printing in a loop fills no disk
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 os.dup2(fds[2], 1)
