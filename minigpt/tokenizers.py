@@ -177,6 +177,7 @@ class BPETokenizer(_Saveable):
 
 # SentencePiece silently skips training "sentences" longer than this many UTF-8 bytes.
 _MAX_SENTENCE_BYTES = 1 << 20
+_SPACE_AFTER_WORD = re.compile(r"\S\s")  # where a long paragraph may be cut for training
 
 
 def _training_sentences(text: str) -> Iterator[str]:
@@ -208,9 +209,6 @@ def _last_space(text: str, lo: int, hi: int) -> int | None:
     for match in _SPACE_AFTER_WORD.finditer(text, lo, hi):
         pass
     return match.start() + 1 if match else None
-
-
-_SPACE_AFTER_WORD = re.compile(r"\S\s")
 
 
 class TiktokenTokenizer(_Saveable):
