@@ -291,11 +291,11 @@ class _BadField(Exception):
 
 def _check_payload(payload: dict[str, Any]) -> tuple[GPTConfig, Tokenizer]:
     """Check every field of an (upgraded) payload; the config and tokenizer it describes."""
-    missing = sorted({"config", "tokenizer", "model"} - set(payload))
+    missing = sorted({"written_by", "config", "tokenizer", "model"} - set(payload))
     if missing:
         raise _BadField(f"it lacks {missing}")
     payload.setdefault("optimizer", None)
-    payload["train_state"] = payload.get("train_state") or {}
+    payload.setdefault("train_state", {})
     _require(isinstance(payload["written_by"], str), "written_by", "a string",
              payload["written_by"])
     try:

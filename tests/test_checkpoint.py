@@ -265,6 +265,9 @@ def _delete(path: str):
 
 BAD_FIELDS = [
     (_set("written_by", 7), r"written_by must be a string, got 7"),
+    (_delete("written_by"), r"it lacks \['written_by'\]"),
+    (_delete("model"), r"it lacks \['model'\]"),
+    (_set("train_state", None), r"train_state must be a dict with string keys, got None"),
     (_set("config", "big"), r"config: a GPTConfig needs a dict"),
     (_set("config/d_model", "32"), r"config: d_model must be a whole number"),
     (_set("config/bias", 1), r"config: bias must be True or False"),
