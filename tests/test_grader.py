@@ -417,3 +417,43 @@ def test_snapshot_comparison_tolerates_float32_noise_but_not_real_differences():
     assert first_difference(3, 4) is not None and first_difference("ab", "ac") is not None
     assert first_difference(True, 1.0) is not None
     assert first_difference([1.0], [1.0, 2.0]) is not None
+
+
+def test_integrity_scan_names_file_line_and_construct(tmp_path):
+    """Every construct of the issue is reported at its line; ordinary course code is not."""
+    integrity = runpy.run_path(str(EXERCISES / "_integrity.py"))
+    flagged = {
+        "import minigpt": "import minigpt",
+        "from solutions import ex01_tokenization": "from solutions import ...",
+        "text = open('../solutions/ex01.py').read()": "'../solutions/ex01.py'",
+        "data = open('exercises/snapshots/ex07_sampling.json')": "'exercises/snapshots/ex07_sampling.json'",
+        "exec('x = 1')": "exec",
+        "eval('1')": "eval",
+        "compile('1', 'f', 'eval')": "compile",
+        "m = __import__('os')": "__import__",
+        "import importlib": "import importlib",
+        "f.__code__ = g.__code__": ".__code__",
+        "import sys\nsys.modules['torch'] = None": ".modules",
+        "import torch\ntorch.isclose = None": "assignment to torch.isclose",
+        "import builtins": "import builtins",
+        "import _grading": "import _grading",
+        "setattr(torch, 'allclose', None)": "setattr(torch, ...)",
+    }
+    for code, construct in flagged.items():
+        file = tmp_path / "ex09_probe.py"
+        file.write_text('"""Docstrings may mention solutions/ and snapshots/."""\n' + code + "\n")
+        findings = integrity["scan"](file)
+        assert any(f.construct == construct and f.kind == "integrity" for f in findings), (code, findings)
+        assert all(f.file == "ex09_probe.py" and f.line >= 2 for f in findings), findings
+    fine = tmp_path / "ex09_fine.py"
+    fine.write_text('"""Mentions solutions/ in a docstring."""\nimport math\nimport torch\nimport torch.nn as nn\n\n\n'
+                    'class M(nn.Module):\n    """x"""\n\n    def __init__(self):\n        super().__init__()\n'
+                    '        setattr(self, "w", nn.Linear(2, 2))\n        for m in self.modules():\n'
+                    '            pass\n        self.mask = torch.ones(2)\n')
+    assert integrity["scan"](fine) == []
+    by_hand = tmp_path / "ex05_training.py"
+    by_hand.write_text("import torch\n\n\ndef cross_entropy(logits, targets):\n"
+                       "    return (torch.logsumexp(logits, -1) - logits[0]).mean()\n")
+    (finding,) = integrity["scan"](by_hand)
+    assert finding.kind == "by hand" and finding.line == 5 and "torch.logsumexp" in finding.construct
+    assert "do not call F.cross_entropy, F.log_softmax or torch.logsumexp" in finding.why
