@@ -4,11 +4,15 @@ The grader can run against three folders: the learner's ``exercises/`` (the
 default), the reference ``solutions/`` (``--solutions``) or any other folder
 (``--target DIR``). Exercise files import each other by their plain names
 (``ex04_model.py`` does ``from ex03_attention import MultiHeadAttention``), so
-a plain ``sys.path`` entry is not enough: pytest also puts ``exercises/`` on
-``sys.path`` to import the graders, and the stubs there would win. A small
-import hook therefore answers every ``exNN_*`` import from the chosen folder
-and nowhere else, and any ``exNN_*`` module already imported from another
-folder is dropped first, so two targets can never be mixed.
+a plain ``sys.path`` entry is not enough: the worker also has ``exercises/``
+on ``sys.path`` for the grader's helpers, and the stubs there could win. A
+small import hook therefore answers every ``exNN_*`` import from the chosen
+folder and nowhere else, and any ``exNN_*`` module already imported from
+another folder is dropped first, so two targets can never be mixed.
+
+Used only where a learner's code may run: in a worker (``_worker.py``) and by
+``make_snapshots.py`` on ``solutions/``; the pytest process never imports an
+exercise file.
 """
 
 from __future__ import annotations
