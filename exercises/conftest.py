@@ -98,7 +98,6 @@ class GradingState:
     findings: dict[str, list[Finding]] = field(default_factory=dict)
     workers: dict[str, Worker] = field(default_factory=dict)
     reference_workers: dict[str, Worker] = field(default_factory=dict)
-    order: list[str] = field(default_factory=list)  # chapters with selected tests, in run order
     zygote: Zygote = field(default_factory=shared_zygote)
     snapshots: dict[str, dict] = field(default_factory=dict)
 
@@ -170,6 +169,8 @@ def pytest_configure(config: pytest.Config) -> None:
         key = f"exercises/test_{chapter}.py::{test}"
         state.records[key] = Record(nodeid=key, chapter=chapter, test=test, points=points)
     config.stash[STATE] = state
+    if not (config.option.help or config.option.collectonly):
+        state.zygote.spawn()  # torch loads in the zygote while pytest collects the graders
     if getattr(config.option, "tbstyle", "auto") == "auto":
         config.option.tbstyle = "short"
 
@@ -200,18 +201,6 @@ def _worker(state: GradingState, chapter: str) -> Worker:
         worker = state.workers[chapter] = Worker(state.zygote, state.target, chapter, HERE / f"test_{chapter}.py")
         worker.start()
     return worker
-
-
-def pytest_collection_finish(session: pytest.Session) -> None:
-    state = _state(session.config)
-    if state is None:
-        return
-    for item in session.items:
-        chapter = exercise_name(item.path)
-        if item.path.parent == HERE and chapter not in state.order:
-            state.order.append(chapter)
-    if state.order:
-        state.zygote.spawn()  # torch loads while pytest gets ready
 
 
 def _seed_of(state: GradingState, case: str) -> int:
