@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterable, Iterator
 
 import torch
 
@@ -40,7 +40,7 @@ os.umask(_UMASK)
 
 # A save writes `.<name>.<8 random characters>.tmp` beside its target (tempfile.mkstemp's names).
 _TEMP_SUFFIX = ".tmp"
-_TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}" + re.escape(_TEMP_SUFFIX))
+_TEMP_NAME = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}" + re.escape(_TEMP_SUFFIX))
 
 
 class CheckpointError(ValueError):
@@ -141,19 +141,24 @@ def _write_atomically(path: Path, payload: dict[str, Any]) -> None:
         raise
 
 
-def remove_stale_temp_files(folder: str | Path) -> list[Path]:
+def remove_stale_temp_files(folder: str | Path, names: Iterable[str] | None = None) -> list[Path]:
     """Delete the temporary files that interrupted saves (a kill mid-save) left in `folder`.
 
     Only plain files named the way `save_checkpoint` names its temporary files are removed, and only
-    directly in `folder`. Call it at the start of a run, while no other process saves there (a temp
-    file of a save in progress would be taken away from it). Returns the paths removed.
+    directly in `folder`; with `names` (e.g. ckpt.pt, best.pt), only those of saves to these names,
+    so a folder shared with other files loses nothing that merely looks alike. Call it at the start
+    of a run, while no other process saves there (a temp file of a save in progress would be taken
+    away from it). Returns the paths removed.
     """
     folder = Path(folder)
     if not folder.is_dir():
         return []
+    targets = None if names is None else set(names)
     removed = []
     for entry in sorted(folder.iterdir()):
-        if _TEMP_NAME.fullmatch(entry.name) and entry.is_file() and not entry.is_symlink():
+        match = _TEMP_NAME.fullmatch(entry.name)
+        ours = match is not None and (targets is None or match["target"] in targets)
+        if ours and entry.is_file() and not entry.is_symlink():
             entry.unlink(missing_ok=True)
             removed.append(entry)
     return removed

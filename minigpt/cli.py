@@ -30,7 +30,7 @@ from minigpt.config import (DEVICES, ConfigError, GPTConfig, SampleConfig, Train
 from minigpt.data import encode_corpus, load_text, train_val_split
 from minigpt.model import GPT
 from minigpt.plotting import plot_loss_curves, save_figure
-from minigpt.runfolder import RunLock, check_out_folder, existing_run
+from minigpt.runfolder import CHECKPOINT_NAMES, RunLock, check_out_folder, existing_run
 from minigpt.sampling import sample_text
 from minigpt.tokenizers import TOKENIZER_KINDS, Tokenizer, tokenizer_from_dict, train_tokenizer
 from minigpt.train import Interrupted, Trainer, resolve_device, resumable_state
@@ -286,7 +286,7 @@ def execute(plan: RunPlan) -> int:
     with RunLock(plan.out) as lock:
         if lock.taken_over is not None:
             print(f"took over the lock of {str(plan.out)!r}, {lock.taken_over}")
-        for path in remove_stale_temp_files(plan.out):
+        for path in remove_stale_temp_files(plan.out, CHECKPOINT_NAMES):
             print(f"removed {path}, left by an interrupted save")
         return _train(plan)
 

@@ -327,6 +327,8 @@ def test_temp_files_of_an_interrupted_save_are_removed(run_copy, capsys):
     for path in leftovers:
         path.write_bytes(b"half a checkpoint")
     (run_copy / "notes.tmp").write_text("mine")  # not a save's temp file: kept
+    # the same shape as a save's temp file, but of a file minigpt train never writes: kept
+    (run_copy / ".notes.txt.abcd1234.tmp").write_text("mine too")
     status, out, err = run(capsys, "train", "--resume", run_copy / "ckpt.pt", "--max-iters", "21",
                            "--sample-tokens", "0")
     assert status == 0, err
@@ -334,6 +336,7 @@ def test_temp_files_of_an_interrupted_save_are_removed(run_copy, capsys):
         assert f"removed {path}, left by an interrupted save" in out
         assert not path.exists()
     assert (run_copy / "notes.tmp").read_text() == "mine"
+    assert (run_copy / ".notes.txt.abcd1234.tmp").read_text() == "mine too"
 
 
 class Killed(BaseException):
