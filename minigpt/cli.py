@@ -359,6 +359,8 @@ def run_sample(args: argparse.Namespace) -> int:
         saved_prompt = ckpt.train_state.get("sample_prompt")  # written by minigpt train
         ok = isinstance(saved_prompt, str) and saved_prompt
         prompt = saved_prompt if ok else default_prompt(ckpt.tokenizer)
+    else:
+        _check_prompt(prompt, ckpt.tokenizer)
     for i in range(options.num_samples):
         seed = None if options.seed is None else options.seed + i
         if seed is None:
@@ -372,6 +374,15 @@ def run_sample(args: argparse.Namespace) -> int:
             print(f"--- sample {i + 1} ---")
         print(prompt + text)
     return 0
+
+
+def _check_prompt(prompt: str, tokenizer: Tokenizer) -> None:
+    """Name --prompt when the checkpoint's vocabulary cannot encode it (e.g. an unseen character)."""
+    try:
+        tokenizer.encode(prompt)
+    except ValueError as error:
+        raise ValueError(f"--prompt {prompt!r} cannot be encoded by this checkpoint's tokenizer: "
+                         f"{error}") from None
 
 
 # -- the command ----------------------------------------------------------------------------------

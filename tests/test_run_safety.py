@@ -195,6 +195,13 @@ def test_absurd_sample_options_are_refused(finished_run, capsys, args, message):
     assert message in err
 
 
+def test_a_prompt_the_vocabulary_cannot_encode_names_the_option(finished_run, capsys):
+    err = refused(capsys, "sample", "--checkpoint", finished_run / "ckpt.pt", "--prompt", "日本")
+    assert err.startswith("minigpt: error: --prompt '日本' cannot be encoded by this checkpoint's "
+                          "tokenizer: ")
+    assert "'日' at position 0" in err
+
+
 def test_nan_loss_stops_the_command_and_keeps_the_checkpoint(run_copy, capsys):
     poisoned = load_checkpoint(run_copy / "ckpt.pt")
     payload = read_checkpoint(run_copy / "ckpt.pt")
