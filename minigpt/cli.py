@@ -157,8 +157,16 @@ class RunPlan:
     saved: dict[str, Any] | None = field(default=None, repr=False)  # the checkpoint to resume
 
 
+def _option_path(text: str, option: str, what: str = "the path of a file") -> Path:
+    """The path an option names; an empty one (`--out "$OUT"` with OUT unset) is refused, not
+    taken as the current folder."""
+    if not text:
+        raise ValueError(f"{option} is empty; give {what}")
+    return Path(text)
+
+
 def _check_is_file(path: str | Path, option: str) -> None:
-    if Path(path).is_dir():
+    if _option_path(str(path), option).is_dir():
         raise ValueError(f"{option} {str(path)!r} is a folder, not a file; give the path of a file")
 
 
@@ -183,20 +191,21 @@ def plan_run(args: argparse.Namespace) -> RunPlan:
         raise ValueError(f"--vocab-size applies only to --tokenizer bpe; the {data_config.tokenizer} "
                          f"tokenizer's vocabulary comes from "
                          f"{'the text' if data_config.tokenizer == 'char' else 'tiktoken'}")
+    given_out = _option_path(data_config.out, "--out", "a folder for the checkpoints")
     resume = saved = None
     if args.resume is None:
         GPTConfig(vocab_size=1, **given_model)  # checks the model options; the tokenizer sets vocab_size
         train_config = TrainConfig(**given_train)
         data = _checked_data(data_config.data, "--data")
-        out = Path(data_config.out)
+        out = given_out
     else:
         fixed = [*given_model, *(n for n in ("tokenizer", "vocab_size") if n in given_data)]
         if fixed:
             raise ValueError(f"--resume keeps the checkpoint's model and tokenizer; drop "
                              f"{', '.join(option_name(n) for n in fixed)}")
-        resume = Path(args.resume)
+        resume = _option_path(args.resume, "--resume")
         saved, train_config, data = _plan_resume(resume, given_data, given_train, data_config)
-        out = Path(given_data.get("out", resume.parent))
+        out = given_out if "out" in given_data else resume.parent
     resolve_device(train_config.device)  # 'cuda' on a machine without CUDA fails here, not later
     replace = _check_out(out, resume, args.overwrite)
     return RunPlan(data, load_text(data), data_config, train_config, given_model, out, replace,

@@ -285,6 +285,23 @@ def test_folders_where_files_are_expected(tmp_path, capsys):
     assert f"--checkpoint '{tmp_path}' is a folder, not a file" in err
 
 
+@pytest.mark.parametrize("args, message", [
+    (["train", "--out", ""], "--out is empty; give a folder for the checkpoints"),
+    (["train", "--data", ""], "--data is empty; give the path of a file"),
+    (["train", "--resume", ""], "--resume is empty; give the path of a file"),
+    (["sample", "--checkpoint", ""], "--checkpoint is empty; give the path of a file"),
+])
+def test_an_empty_path_is_refused_not_taken_as_the_current_folder(tmp_path, monkeypatch, capsys,
+                                                                   args, message):
+    # `--out "$OUT"` with OUT unset must not write checkpoints into whatever folder we are in
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("mine")
+    before = snapshot(tmp_path)
+    err = refused(capsys, *args, *(TINY if args[1] in ("--out", "--data") else []))
+    assert message in err
+    assert snapshot(tmp_path) == before
+
+
 def test_resume_target_must_be_beyond_the_checkpoint(run_copy, capsys):
     before = snapshot(run_copy)
     err = refused(capsys, "train", "--resume", run_copy / "ckpt.pt", "--max-iters", "10")
