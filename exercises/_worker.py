@@ -62,6 +62,7 @@ def _load_by_path(name: str, file: Path):
 
 FORBIDDEN_EVENTS = ("os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty",
                     "subprocess.Popen", "os.kill", "os.killpg", "pty.spawn")
+CTYPES_EVENTS = ("ctypes.dlopen", "ctypes.dlsym", "ctypes.dlsym/handle", "ctypes.call_function")  # raw C calls
 WRITING_EVENTS = ("os.remove", "os.rename", "os.rmdir", "os.mkdir", "shutil.rmtree", "shutil.move", "os.truncate",
                   "os.chmod", "os.chown", "os.symlink", "os.link", "os.utime")
 
@@ -76,9 +77,15 @@ def _guard_against(off_limits: tuple[str, ...], project: str, allow_minigpt: boo
     static checks of ``_integrity.py`` report the attempt too). Grading
     solutions/ itself may read and import them.
     """
-    def inside(path, roots) -> bool:
+    def inside(path, roots) -> bool:  # realpath: '//x', /proc/self/root/x and symlinks name the same file
         return isinstance(path, (str, bytes, os.PathLike)) and bool(roots) and \
-            os.path.abspath(os.fsdecode(path)).startswith(roots)
+            os.path.realpath(os.fsdecode(path)).startswith(roots)
+
+    def holds_project(path) -> bool:  # a folder at or above the project: its fd would reach it through dir_fd
+        if not isinstance(path, (str, bytes, os.PathLike)):
+            return False
+        real = os.path.realpath(os.fsdecode(path))
+        return os.path.isdir(real) and (inside(real, (project,)) or project.startswith(real.rstrip("/") + "/"))
 
     def guard(event: str, args: tuple) -> None:
         if event == "open":
@@ -87,6 +94,8 @@ def _guard_against(off_limits: tuple[str, ...], project: str, allow_minigpt: boo
                 (isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC))
             if inside(path, off_limits):
                 raise PermissionError(f"exercise code may not read {os.fsdecode(path)}: the answers are off limits")
+            if holds_project(path):
+                raise PermissionError(f"exercise code may not open the folder {os.fsdecode(path)}")
             if writing and inside(path, (project,)):
                 raise PermissionError(f"exercise code may not write {os.fsdecode(path)}: the course's files are "
                                       f"read-only to it")
@@ -94,6 +103,8 @@ def _guard_against(off_limits: tuple[str, ...], project: str, allow_minigpt: boo
             raise ImportError(f"exercise code may not import {args[0]}: the course's answers are off limits")
         elif event in FORBIDDEN_EVENTS:
             raise PermissionError(f"exercise code may not start or signal processes ({event})")
+        elif event in CTYPES_EVENTS:
+            raise PermissionError(f"exercise code may not call C functions through ctypes ({event})")
         elif event in WRITING_EVENTS and any(inside(a, (project,)) for a in args[:2]):
             raise PermissionError(f"exercise code may not change the course's files ({event})")
     return guard

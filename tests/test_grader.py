@@ -458,3 +458,37 @@ def test_integrity_scan_names_file_line_and_construct(tmp_path):
     (finding,) = integrity["scan"](by_hand)
     assert finding.kind == "by hand" and finding.line == 5 and "torch.logsumexp" in finding.construct
     assert "do not call F.cross_entropy, F.log_softmax or torch.logsumexp" in finding.why
+
+
+GUARD_PROBE = r'''
+import os, sys
+sys.path.insert(0, sys.argv[1])
+import _worker
+root = os.path.dirname(sys.argv[1])
+guard = _worker._guard_against((os.path.join(root, "solutions"), os.path.join(root, "exercises", "snapshots")),
+                               root, allow_minigpt=False)
+attempts = {
+    "double slash read": ("open", ("/" + os.path.join(root, "exercises", "snapshots", "ex07_sampling.json"), "r", 0)),
+    "/proc/self/root read": ("open", ("/proc/self/root" + os.path.join(root, "solutions", "ex01_tokenization.py"),
+                                      "r", 0)),
+    "double slash write": ("open", ("/" + os.path.join(root, "exercises", "conftest.py"), "w", 0)),
+    "folder for dir_fd": ("open", (root, None, os.O_RDONLY)),
+    "ctypes call": ("ctypes.call_function", (0, ())),
+    "ctypes dlopen": ("ctypes.dlopen", ("libc.so.6",)),
+}
+for name, (event, args) in attempts.items():
+    try:
+        guard(event, args)
+        print("ALLOWED", name)
+    except (PermissionError, ImportError):
+        pass
+guard("open", (os.path.join(root, "exercises", "ex01_tokenization.py"), "r", 0))  # reading a course file is fine
+'''
+
+
+def test_the_worker_guard_sees_through_paths_folders_and_ctypes():
+    """'//x', /proc/self/root/x and a folder's fd (for dir_fd) reach the same files; ctypes reaches libc."""
+    proc = subprocess.run([sys.executable, "-c", GUARD_PROBE, str(EXERCISES)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "ALLOWED" not in proc.stdout, proc.stdout
