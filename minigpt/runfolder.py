@@ -26,7 +26,8 @@ class FolderInUse(RuntimeError):
 
 
 def check_out_folder(folder: str | Path) -> None:
-    """Refuse an --out that is a file, lies under a file, or sits where we may not write."""
+    """Refuse an --out that is a file, lies under a file, sits where we may not write, or holds a
+    folder where the lock file goes."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"--out {str(folder)!r} is a file, not a folder; give a folder for the "
@@ -39,6 +40,9 @@ def check_out_folder(folder: str | Path) -> None:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"--out {str(folder)!r} is not writable: no permission to write in "
                          f"{str(existing)!r}")
+    if (folder / LOCK_NAME).is_dir():  # not ours, and no lock file could be made there
+        raise ValueError(f"--out {str(folder)!r} holds a folder named {LOCK_NAME!r}, where minigpt "
+                         f"keeps its lock file; move it away or choose another --out")
 
 
 def existing_run(folder: str | Path) -> list[str]:

@@ -148,6 +148,14 @@ def test_an_unreadable_lock_is_taken_over_with_a_line(run_copy, capsys):
     assert "whose lock file could not be read" in out and not (run_copy / LOCK_NAME).exists()
 
 
+def test_a_folder_where_the_lock_file_belongs_is_refused_by_name(run_copy, capsys):
+    (run_copy / LOCK_NAME).mkdir()
+    before = snapshot(run_copy)
+    err = refused(capsys, "train", "--resume", run_copy / "ckpt.pt", "--max-iters", "21")
+    assert f"--out '{run_copy}' holds a folder named '{LOCK_NAME}'" in err
+    assert snapshot(run_copy) == before and (run_copy / LOCK_NAME).is_dir()
+
+
 # -- item 4: non-finite values are refused, never saved -------------------------------------------
 
 @pytest.mark.parametrize("args, message", [
