@@ -25,11 +25,13 @@ from pathlib import Path
 EXERCISE_FILE = re.compile(r"^ex\d\d_\w+\.py$")
 FORBIDDEN_MODULES = {"minigpt", "solutions", "importlib", "builtins", "ctypes", "pytest", "_pytest", "conftest",
                      "_grading", "_cases", "_client", "_learner", "_worker", "_protocol", "_target", "_integrity",
-                     "gc", "inspect"}
-FORBIDDEN_NAMES = {"exec", "eval", "compile", "__import__", "__builtins__", "globals", "breakpoint", "vars"}
+                     "gc", "inspect", "_posixsubprocess"}
+FORBIDDEN_NAMES = {"exec", "eval", "compile", "__import__", "__builtins__", "globals", "breakpoint", "vars",
+                   "__loader__", "__spec__"}
 FORBIDDEN_ATTRIBUTES = {"__code__", "__globals__", "__builtins__", "__closure__", "__subclasses__", "f_globals",
                         "f_locals", "f_back", "f_builtins", "_getframe", "gi_frame", "tb_frame",
-                        "__defaults__", "__kwdefaults__", "meta_path", "path_hooks"}
+                        "__defaults__", "__kwdefaults__", "meta_path", "path_hooks",
+                        "__self__", "ctypes"}  # print.__self__ is the builtins module; torch.ctypes is ctypes
 FORBIDDEN_WORDS = re.compile(r"solutions|snapshots|_grading|_cases|conftest|test_ex\d\d")
 
 
@@ -143,6 +145,13 @@ def scan(file: Path) -> list[Finding]:
             if not (isinstance(first, ast.Name) and first.id == "self"):
                 add(node, f"{node.func.id}({ast.unparse(first) if first else ''}, ...)",
                     "changes another object's attributes by name")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr" \
+                and len(node.args) >= 2:
+            attr = node.args[1]
+            if not (isinstance(attr, ast.Constant) and isinstance(attr.value, str)):
+                add(node, f"getattr(..., {ast.unparse(attr)})", "looks up an attribute by a name built at run time")
+            elif attr.value in FORBIDDEN_NAMES | FORBIDDEN_ATTRIBUTES | {"modules"}:
+                add(node, f"getattr(..., {attr.value!r})", "reaches into Python's machinery by name")
     for rule in RULES:
         if rule.file != name:
             continue

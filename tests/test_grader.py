@@ -439,6 +439,12 @@ def test_integrity_scan_names_file_line_and_construct(tmp_path):
         "import builtins": "import builtins",
         "import _grading": "import _grading",
         "setattr(torch, 'allclose', None)": "setattr(torch, ...)",
+        "run = getattr(print.__self__, 'ex' + 'ec')": "getattr(..., 'ex' + 'ec')",
+        "b = print.__self__": ".__self__",
+        "import sys\nm = getattr(sys, 'modules')": "getattr(..., 'modules')",
+        "import torch\nlibc = torch.ctypes.CDLL(None)": ".ctypes",
+        "data = __loader__.get_data('x')": "__loader__",
+        "import _posixsubprocess": "import _posixsubprocess",
     }
     for code, construct in flagged.items():
         file = tmp_path / "ex09_probe.py"
