@@ -311,7 +311,11 @@ def _train(plan: RunPlan) -> int:
         tokenizer = train_tokenizer(kind, text, plan.data_config.vocab_size)
         model_config = GPTConfig(vocab_size=tokenizer.vocab_size, **plan.model_options)
     prompt = default_prompt(tokenizer, text)
-    data = encode_corpus(text, tokenizer)
+    try:
+        data = encode_corpus(text, tokenizer)
+    except ValueError as error:  # a resume on another text, with characters the checkpoint never saw
+        raise ValueError(f"--data {plan.data!r} does not fit the checkpoint's tokenizer: {error}") \
+            from None
     train_data, val_data = train_val_split(data, plan.data_config.val_fraction)
     print(f"data: {plan.data} -> {len(data):,} tokens ({len(train_data):,} train, "
           f"{len(val_data):,} val), vocabulary of {tokenizer.vocab_size:,}")

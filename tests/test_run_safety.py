@@ -148,6 +148,17 @@ def test_an_unreadable_lock_is_taken_over_with_a_line(run_copy, capsys):
     assert "whose lock file could not be read" in out and not (run_copy / LOCK_NAME).exists()
 
 
+def test_resuming_on_text_the_tokenizer_cannot_encode_names_data(run_copy, tmp_path, capsys):
+    other = tmp_path / "other.txt"
+    other.write_text("日本語のテキスト" * 200, encoding="utf-8")
+    before = snapshot(run_copy)
+    err = refused(capsys, "train", "--resume", run_copy / "ckpt.pt", "--data", other,
+                  "--max-iters", "21")
+    assert f"--data '{other}' does not fit the checkpoint's tokenizer: " in err
+    assert "'日' at position 0" in err
+    assert snapshot(run_copy) == before
+
+
 def test_a_folder_where_the_lock_file_belongs_is_refused_by_name(run_copy, capsys):
     (run_copy / LOCK_NAME).mkdir()
     before = snapshot(run_copy)
