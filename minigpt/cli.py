@@ -80,7 +80,8 @@ def add_config_options(group, config_class) -> None:
             continue
         kind, _ = field_kind(f)
         # argparse lists the choices itself; an option left out is None ("not set")
-        allowed = f"; {describe(f).removesuffix(' (or None)')}" if kind in ("int", "float") else ""
+        says_allowed = kind in ("int", "float") or f.metadata.get("allowed")
+        allowed = f"; {describe(f).removesuffix(' (or None)')}" if says_allowed else ""
         default = "not set" if field_default(f) is None else field_default(f)
         help_text = f"{f.metadata['help']}{allowed} [default: {default}]"
         if kind == "bool":

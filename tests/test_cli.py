@@ -181,8 +181,8 @@ def test_options_are_made_from_the_configs(capsys):
                     continue
                 assert option_name(f.name) in text
                 assert f"[default: {'not set' if f.default is None else f.default}]" in text
-                if f.type.split("|")[0].strip() in ("int", "float"):
-                    assert describe(f).removesuffix(" (or None)") in text
+                if f.type.split("|")[0].strip() in ("int", "float") or f.metadata["allowed"]:
+                    assert describe(f).removesuffix(" (or None)") in text  # e.g. --device's names
 
 
 def test_parsed_options_build_the_configs():
