@@ -62,9 +62,21 @@ def _load_by_path(name: str, file: Path):
 
 FORBIDDEN_EVENTS = ("os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty",
                     "subprocess.Popen", "os.kill", "os.killpg", "pty.spawn")
+PROCESS_MODULES = ("_posixsubprocess",)  # fork_exec starts a process and raises no audit event (Python 3.11)
 CTYPES_EVENTS = ("ctypes.dlopen", "ctypes.dlsym", "ctypes.dlsym/handle", "ctypes.call_function")  # raw C calls
 WRITING_EVENTS = ("os.remove", "os.rename", "os.rmdir", "os.mkdir", "shutil.rmtree", "shutil.move", "os.truncate",
                   "os.chmod", "os.chown", "os.symlink", "os.link", "os.utime")
+
+
+def _no_processes(*args, **kwargs):
+    raise PermissionError("exercise code may not start processes (_posixsubprocess.fork_exec)")
+
+
+def _disarm_fork_exec() -> None:
+    """Replace the one way to start a process that no audit hook sees (it outlives the worker's group)."""
+    import _posixsubprocess
+    import subprocess
+    _posixsubprocess.fork_exec = subprocess._fork_exec = _no_processes
 
 
 def _guard_against(off_limits: tuple[str, ...], project: str, allow_minigpt: bool):
@@ -99,6 +111,8 @@ def _guard_against(off_limits: tuple[str, ...], project: str, allow_minigpt: boo
             if writing and inside(path, (project,)):
                 raise PermissionError(f"exercise code may not write {os.fsdecode(path)}: the course's files are "
                                       f"read-only to it")
+        elif event == "import" and str(args[0]) in PROCESS_MODULES:  # a fresh copy would bring fork_exec back
+            raise PermissionError(f"exercise code may not start processes ({args[0]})")
         elif event == "import" and not allow_minigpt and str(args[0]).split(".")[0] in ("minigpt", "solutions"):
             raise ImportError(f"exercise code may not import {args[0]}: the course's answers are off limits")
         elif event in FORBIDDEN_EVENTS:
@@ -180,6 +194,7 @@ def serve(target: Path, test_file: Path, in_fd: int, out_fd: int) -> None:
     use_target(TARGET)
     GRADER_MODULE = _load_by_path(f"_grader_{test_file.stem}", test_file)
     off_limits = tuple(str(p) for p in (SOLUTIONS, SNAPSHOT_DIR) if p != TARGET)
+    _disarm_fork_exec()
     sys.addaudithook(_guard_against(off_limits, str(GRADER.parent), allow_minigpt=TARGET == SOLUTIONS))
     write_frame(out_fd, {"ready": True})
     while True:

@@ -498,3 +498,44 @@ def test_the_worker_guard_sees_through_paths_folders_and_ctypes():
                           timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "ALLOWED" not in proc.stdout, proc.stdout
+
+
+SPAWN_PROBE = r'''
+import gc, importlib.util, os, sys
+sys.path.insert(0, sys.argv[1])
+import _worker
+_worker._disarm_fork_exec()
+sys.addaudithook(_worker._guard_against((), "/nonexistent-project", allow_minigpt=False))
+import _posixsubprocess, subprocess
+
+
+def from_gc():
+    for o in gc.get_objects():
+        if type(o).__name__ == "builtin_function_or_method" and o.__name__ == "fork_exec":
+            return o
+    raise StopIteration
+
+
+args = ([b"/bin/true"], [b"/bin/true"], True, (), None, None, -1, -1, -1, -1, -1, -1, *os.pipe(), False, True, -1,
+        None, None, None, -1, None, False)
+ways = {
+    "module": lambda: _posixsubprocess.fork_exec,
+    "subprocess alias": lambda: subprocess._fork_exec,
+    "fresh module": lambda: importlib.util.module_from_spec(importlib.util.find_spec("_posixsubprocess")).fork_exec,
+    "gc": from_gc,
+}
+for name, way in ways.items():
+    try:
+        pid = way()(*args)
+        print("SPAWNED", name, pid)
+    except (PermissionError, StopIteration):
+        pass
+'''
+
+
+def test_a_worker_cannot_start_a_process_that_outlives_it():
+    """_posixsubprocess.fork_exec raises no audit event: a process it starts with setsid escapes every kill."""
+    proc = subprocess.run([sys.executable, "-c", SPAWN_PROBE, str(EXERCISES)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "SPAWNED" not in proc.stdout, proc.stdout
