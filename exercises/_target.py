@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.abc
+import importlib.machinery
 import importlib.util
 import re
 import sys
@@ -26,6 +27,14 @@ from pathlib import Path
 from types import ModuleType
 
 EXERCISE_NAME = re.compile(r"^ex\d\d_\w+$")
+
+
+class _SourceOnlyLoader(importlib.machinery.SourceFileLoader):
+    """Compile the ``.py`` file itself: a ``__pycache__/*.pyc`` beside it could hold other code than the
+    file the integrity checks read (an "unchecked-hash" .pyc is used whatever the source says)."""
+
+    def get_code(self, fullname):
+        return self.source_to_code(self.get_data(self.path), self.path)
 
 
 class _TargetFinder(importlib.abc.MetaPathFinder):
@@ -41,7 +50,7 @@ class _TargetFinder(importlib.abc.MetaPathFinder):
         if not file.is_file():  # never fall back to another folder's copy (the stubs, say)
             raise ModuleNotFoundError(f"{fullname}.py is not in the folder being graded, {self.folder}",
                                       name=fullname)
-        return importlib.util.spec_from_file_location(fullname, file)
+        return importlib.util.spec_from_file_location(fullname, file, loader=_SourceOnlyLoader(fullname, str(file)))
 
 
 _current: _TargetFinder | None = None

@@ -539,3 +539,26 @@ def test_a_worker_cannot_start_a_process_that_outlives_it():
                           timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "SPAWNED" not in proc.stdout, proc.stdout
+
+
+PYC_PROBE = r'''
+import importlib.util, py_compile, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import _target
+folder = Path(sys.argv[2])
+(folder / "ex09_probe.py").write_text("WHAT = 'the source the integrity checks read'\n")
+(folder / "other.py").write_text("WHAT = 'smuggled bytecode'\n")
+py_compile.compile(str(folder / "other.py"), cfile=importlib.util.cache_from_source(str(folder / "ex09_probe.py")),
+                   invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+_target.use_target(folder)
+print(_target.load("ex09_probe").WHAT)
+'''
+
+
+def test_a_learner_file_runs_from_its_source_never_from_a_pyc_beside_it(tmp_path):
+    """An unchecked-hash .pyc in __pycache__ would run code the integrity checks never read."""
+    proc = subprocess.run([sys.executable, "-c", PYC_PROBE, str(EXERCISES), str(tmp_path)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "the source the integrity checks read"
