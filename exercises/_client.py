@@ -111,19 +111,25 @@ class Zygote:
         return self.log.read().decode("utf-8", "replace")[-500:]
 
     def fork(self, target: Path, test_file: Path, fds: tuple[int, int, int]) -> int:
-        """A new worker for one chapter of ``target``, talking over ``fds`` (its input, output and log)."""
-        self.spawn()
-        self._wait_ready()
+        """A new worker for one chapter of ``target``, talking over ``fds`` (its input, output and log).
+
+        A zygote that died meanwhile (another chapter's code may have killed it) is started again once,
+        so that chapter's fault costs no test of this one.
+        """
         request = json.dumps({"target": str(target), "test_file": str(test_file)}).encode()
-        try:
-            socket.send_fds(self.control, [request], list(fds))
-            answer = self._line()
-        except OSError:
-            answer = {}
-        if "pid" not in answer:
+        for attempt in (1, 2):
+            self.spawn()
+            self._wait_ready()
+            try:
+                socket.send_fds(self.control, [request], list(fds))
+                answer = self._line()
+            except OSError:
+                answer = {}
+            if "pid" in answer:
+                return int(answer["pid"])
+            tail = self._log_tail()
             self.stop()
-            raise WorkerCrashed(f"the grader's worker process stopped: {self._log_tail()}")
-        return int(answer["pid"])
+        raise WorkerCrashed(f"the grader's worker process stopped: {tail}")
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -562,3 +562,28 @@ def test_a_learner_file_runs_from_its_source_never_from_a_pyc_beside_it(tmp_path
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "the source the integrity checks read"
+
+
+ZYGOTE_PROBE = r'''
+import os, signal, sys
+from pathlib import Path
+exercises = Path(sys.argv[1])
+sys.path.insert(0, str(exercises))
+from _client import Worker, Zygote
+zygote = Zygote()
+zygote.spawn()
+zygote._wait_ready()
+os.kill(zygote.proc.pid, signal.SIGKILL)  # as a learner's code can (signal.pidfd_send_signal raises no audit event)
+zygote.proc.wait()
+zygote.proc.poll = lambda: None  # the grader has not noticed yet
+worker = Worker(zygote, exercises.parent / "solutions", "ex06_evaluation", exercises / "test_ex06_evaluation.py")
+worker.begin_test(120)
+print(worker.run("call", "perplexity", [0.0], {}, "perplexity(0.0)"))
+'''
+
+
+def test_a_killed_zygote_costs_no_test_of_another_chapter():
+    proc = subprocess.run([sys.executable, "-c", ZYGOTE_PROBE, str(EXERCISES)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "'ok': True" in proc.stdout and "1.0" in proc.stdout, proc.stdout
