@@ -268,14 +268,18 @@ def _continues_its_own_run(out: Path, resume: Path | None, found: list[str]) -> 
 
 
 def _resumed_train_config(state: dict[str, Any], given: dict[str, Any], path: Path) -> TrainConfig:
-    """The checkpoint's training settings with the options given here on top."""
+    """The checkpoint's training settings with the options given here on top.
+
+    Settings that are fine alone but clash with a given option (a --learning-rate below the
+    stored min_lr) are the options' error, not the checkpoint's.
+    """
+    stored = state.get("train_config") or {}
     try:
-        return TrainConfig.from_dict({**(state.get("train_config") or {}), **given})
+        TrainConfig.from_dict(stored)
     except ConfigError as error:
-        if error.name in given:
-            raise
         raise CheckpointError(f"checkpoint: {str(path)!r} holds a bad train_config: {error}") \
             from None
+    return TrainConfig.from_dict({**stored, **given})
 
 
 def default_prompt(tokenizer: Tokenizer, text: str | None = None) -> str:
@@ -411,6 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         previous = signal.signal(signal.SIGTERM, _exit_on_signal)  # quiet, like Ctrl-C
     except ValueError:  # not the main thread: leave signals alone
         previous = None
+    args = None
     try:
         args = build_parser().parse_args(argv)
         status = run_train(args) if args.command == "train" else run_sample(args)
@@ -418,7 +423,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return status
     except ConfigError as error:  # name the option; an option left out is None, so say nothing of it
         allowed = error.allowed.removesuffix(" (or None)")
-        print(f"minigpt: error: {option_name(error.name)} must be {allowed}, got {error.value!r}",
+        option = option_name(error.name)
+        not_given = args is not None and getattr(args, error.name, "given") is None
+        hint = (f" (not given here: the default or the checkpoint's value; give {option} too)"
+                if not_given else "")
+        print(f"minigpt: error: {option} must be {allowed}, got {error.value!r}{hint}",
               file=sys.stderr)
         return 2
     except BrokenPipeError:  # `minigpt sample | head`: the reader has all it wanted

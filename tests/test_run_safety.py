@@ -159,6 +159,18 @@ def test_resuming_on_text_the_tokenizer_cannot_encode_names_data(run_copy, tmp_p
     assert snapshot(run_copy) == before
 
 
+def test_a_learning_rate_below_min_lr_names_min_lr_not_the_checkpoint(run_copy, tmp_path, capsys):
+    hint = ("--min-lr must be in [0, learning_rate=1e-05], got 0.0001 (not given here: the default "
+            "or the checkpoint's value; give --min-lr too)")
+    assert hint in refused(capsys, "train", "--learning-rate", "1e-5", "--out", tmp_path / "new",
+                           *TINY)
+    before = snapshot(run_copy)
+    err = refused(capsys, "train", "--resume", run_copy / "ckpt.pt", "--learning-rate", "1e-5",
+                  "--max-iters", "21")
+    assert hint in err and "checkpoint" not in err.split("(")[0]  # the checkpoint is fine
+    assert snapshot(run_copy) == before
+
+
 def test_a_folder_where_the_lock_file_belongs_is_refused_by_name(run_copy, capsys):
     (run_copy / LOCK_NAME).mkdir()
     before = snapshot(run_copy)
