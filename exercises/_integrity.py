@@ -96,7 +96,7 @@ def _docstring_nodes(tree: ast.AST) -> set[int]:
 def scan(file: Path) -> list[Finding]:
     """Every finding in one learner file (a file that does not parse has none: its import will say why)."""
     try:
-        tree = ast.parse(file.read_text(encoding="utf-8", errors="replace"), filename=file.name)
+        tree = ast.parse(file.read_bytes(), filename=file.name)  # bytes: the coding cookie counts, as for Python
     except (SyntaxError, ValueError):
         return []
     name = file.name
@@ -168,7 +168,7 @@ def scan(file: Path) -> list[Finding]:
 def imported_exercises(file: Path) -> set[str]:
     """The other ``exNN_*`` files ``file`` imports (by module name)."""
     try:
-        tree = ast.parse(file.read_text(encoding="utf-8", errors="replace"))
+        tree = ast.parse(file.read_bytes())
     except (SyntaxError, ValueError):
         return set()
     names = set()

@@ -587,3 +587,11 @@ def test_a_killed_zygote_costs_no_test_of_another_chapter():
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "'ok': True" in proc.stdout and "1.0" in proc.stdout, proc.stdout
+
+
+def test_integrity_scan_reads_a_file_as_python_decodes_it(tmp_path):
+    """A coding cookie (utf-7 here) must not hide code in what a UTF-8 reader takes for a comment."""
+    integrity = runpy.run_path(str(EXERCISES / "_integrity.py"))
+    file = tmp_path / "ex09_probe.py"
+    file.write_bytes(b'# -*- coding: utf-7 -*-\n"""doc"""\n# nothing to see +AAo-exec("X = 1")\n')
+    assert any(f.construct == "exec" for f in integrity["scan"](file))
