@@ -31,7 +31,7 @@ FORBIDDEN_NAMES = {"exec", "eval", "compile", "__import__", "__builtins__", "glo
 FORBIDDEN_ATTRIBUTES = {"__code__", "__globals__", "__builtins__", "__closure__", "__subclasses__", "f_globals",
                         "f_locals", "f_back", "f_builtins", "_getframe", "gi_frame", "tb_frame",
                         "__defaults__", "__kwdefaults__", "meta_path", "path_hooks",
-                        "__self__", "ctypes"}  # print.__self__ is the builtins module; torch.ctypes is ctypes
+                        "__self__", "ctypes", "__getattribute__", "__dict__"}  # print.__self__ is the builtins module; torch.ctypes is ctypes
 FORBIDDEN_WORDS = re.compile(r"solutions|snapshots|_grading|_cases|conftest|test_ex\d\d")
 
 
@@ -81,6 +81,14 @@ def _root_name(node: ast.AST) -> str | None:
     while isinstance(node, (ast.Attribute, ast.Subscript, ast.Call)):
         node = node.func if isinstance(node, ast.Call) else node.value
     return node.id if isinstance(node, ast.Name) else None
+
+
+NAME_LOOKUPS = {"getattr": 1, "attrgetter": 0, "methodcaller": 0}  # the argument that names the attribute
+
+
+def _called_name(node: ast.Call) -> str | None:
+    func = node.func
+    return func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
 
 
 def _docstring_nodes(tree: ast.AST) -> set[int]:
@@ -145,13 +153,13 @@ def scan(file: Path) -> list[Finding]:
             if not (isinstance(first, ast.Name) and first.id == "self"):
                 add(node, f"{node.func.id}({ast.unparse(first) if first else ''}, ...)",
                     "changes another object's attributes by name")
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr" \
-                and len(node.args) >= 2:
-            attr = node.args[1]
+        elif isinstance(node, ast.Call) and _called_name(node) in NAME_LOOKUPS \
+                and len(node.args) > NAME_LOOKUPS[_called_name(node)]:
+            lookup, attr = _called_name(node), node.args[NAME_LOOKUPS[_called_name(node)]]
             if not (isinstance(attr, ast.Constant) and isinstance(attr.value, str)):
-                add(node, f"getattr(..., {ast.unparse(attr)})", "looks up an attribute by a name built at run time")
-            elif attr.value in FORBIDDEN_NAMES | FORBIDDEN_ATTRIBUTES | {"modules"}:
-                add(node, f"getattr(..., {attr.value!r})", "reaches into Python's machinery by name")
+                add(node, f"{lookup}(..., {ast.unparse(attr)})", "looks up an attribute by a name built at run time")
+            elif attr.value.split(".")[0] in FORBIDDEN_NAMES | FORBIDDEN_ATTRIBUTES | {"modules"}:
+                add(node, f"{lookup}(..., {attr.value!r})", "reaches into Python's machinery by name")
     for rule in RULES:
         if rule.file != name:
             continue

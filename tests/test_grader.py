@@ -445,6 +445,10 @@ def test_integrity_scan_names_file_line_and_construct(tmp_path):
         "import torch\nlibc = torch.ctypes.CDLL(None)": ".ctypes",
         "data = __loader__.get_data('x')": "__loader__",
         "import _posixsubprocess": "import _posixsubprocess",
+        "import operator, sys\nm = operator.attrgetter('mod' + 'ules')(sys)": "attrgetter(..., 'mod' + 'ules')",
+        "from operator import attrgetter\nm = attrgetter('modules')": "attrgetter(..., 'modules')",
+        "import sys\nm = object.__getattribute__(sys, 'x')": ".__getattribute__",
+        "import sys\nm = sys.__dict__": ".__dict__",
     }
     for code, construct in flagged.items():
         file = tmp_path / "ex09_probe.py"
