@@ -50,6 +50,7 @@ from _target import load, use_target  # noqa: E402
 
 TARGET: Path = GRADER
 LOG_LIMIT = 64 * 1024 * 1024  # bytes a worker may write to files (its printed output included)
+MEMORY_LIMIT = 8 * 1024**3  # address space of a worker (torch takes under 1 GB): a runaway allocation is a MemoryError
 GRADER_MODULE = None
 
 
@@ -268,6 +269,7 @@ def zygote(control_fd: int) -> None:
                 os.setsid()  # its own process group: killing the group stops anything it started
                 _die_with(zygote_pid)
                 resource.setrlimit(resource.RLIMIT_FSIZE, (LOG_LIMIT, LOG_LIMIT))  # printing in a loop fills no disk
+                resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))  # nor fills the memory
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 os.dup2(fds[2], 1)
                 os.dup2(fds[2], 2)

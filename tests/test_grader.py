@@ -599,3 +599,25 @@ def test_integrity_scan_reads_a_file_as_python_decodes_it(tmp_path):
     file = tmp_path / "ex09_probe.py"
     file.write_bytes(b'# -*- coding: utf-7 -*-\n"""doc"""\n# nothing to see +AAo-exec("X = 1")\n')
     assert any(f.construct == "exec" for f in integrity["scan"](file))
+
+
+MEMORY_PROBE = r'''
+import sys
+from pathlib import Path
+exercises, folder = Path(sys.argv[1]), Path(sys.argv[2])
+sys.path.insert(0, str(exercises))
+from _client import Worker, shared_zygote
+(folder / "ex06_evaluation.py").write_text("import torch\n\n\ndef perplexity(loss):\n"
+                                           "    return float(torch.empty(3 * 2**30).numel())  # 12 GiB, never touched\n")
+worker = Worker(shared_zygote(), folder, "ex06_evaluation", exercises / "test_ex06_evaluation.py")
+worker.begin_test(120)
+print(worker.run("call", "perplexity", [0.0], {}, "perplexity(0.0)"))
+'''
+
+
+def test_a_worker_cannot_take_all_the_memory(tmp_path):
+    """A runaway allocation in the learner's code is a MemoryError in that call, not a machine out of memory."""
+    proc = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(EXERCISES), str(tmp_path)], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "'ok': False" in proc.stdout and "can't allocate memory" in proc.stdout, proc.stdout[-2000:]
