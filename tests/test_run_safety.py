@@ -427,6 +427,16 @@ def test_evaluation_cut_short_by_a_killed_save_is_redone(tmp_path, tiny_config, 
 
 
 def test_interrupt_during_start_up_exits_quietly(tmp_path, corpus_file, capsys, monkeypatch):
+    # A shell's background job (`cmd &`, as a CI script may run us) inherits SIGINT ignored, and
+    # Python then leaves it ignored; give Ctrl-C its interactive meaning for this test.
+    previous_sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _interrupt_during_start_up(tmp_path, corpus_file, capsys, monkeypatch)
+    finally:
+        signal.signal(signal.SIGINT, previous_sigint)
+
+
+def _interrupt_during_start_up(tmp_path, corpus_file, capsys, monkeypatch) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         def interrupted(*args, **kwargs):
             os.kill(os.getpid(), signum)  # arrives while the tokenizer is being built
