@@ -84,8 +84,9 @@ def _guard_against(off_limits: tuple[str, ...], project: str, allow_minigpt: boo
     """An audit hook that keeps the learner's code to computing.
 
     Off limits: reading the answers and the frozen reference outputs,
-    importing minigpt, changing any file of the project (the graders
-    included), starting or signalling processes. An audit hook cannot be
+    importing minigpt, writing or changing any file (the graders, another
+    run's report, a ``.pth`` in site-packages: nothing the exercises need),
+    starting or signalling processes. An audit hook cannot be
     removed once added, so this holds whatever the learner's code does (the
     static checks of ``_integrity.py`` report the attempt too). Grading
     solutions/ itself may read and import them.
@@ -93,6 +94,9 @@ def _guard_against(off_limits: tuple[str, ...], project: str, allow_minigpt: boo
     def inside(path, roots) -> bool:  # realpath: '//x', /proc/self/root/x and symlinks name the same file
         return isinstance(path, (str, bytes, os.PathLike)) and bool(roots) and \
             os.path.realpath(os.fsdecode(path)).startswith(roots)
+
+    def writes_a_file(path) -> bool:  # anywhere: a file outside the course (a .pth, ~/.bashrc) outlives the run
+        return isinstance(path, (str, bytes, os.PathLike)) and os.path.realpath(os.fsdecode(path)) != os.devnull
 
     def holds_project(path) -> bool:  # a folder at or above the project: its fd would reach it through dir_fd
         if not isinstance(path, (str, bytes, os.PathLike)):
@@ -109,9 +113,9 @@ def _guard_against(off_limits: tuple[str, ...], project: str, allow_minigpt: boo
                 raise PermissionError(f"exercise code may not read {os.fsdecode(path)}: the answers are off limits")
             if holds_project(path):
                 raise PermissionError(f"exercise code may not open the folder {os.fsdecode(path)}")
-            if writing and inside(path, (project,)):
-                raise PermissionError(f"exercise code may not write {os.fsdecode(path)}: the course's files are "
-                                      f"read-only to it")
+            if writing and writes_a_file(path):
+                raise PermissionError(f"exercise code may not write {os.fsdecode(path)}: the exercises write no "
+                                      f"files (return the value instead; print to see it)")
         elif event == "import" and str(args[0]) in PROCESS_MODULES:  # a fresh copy would bring fork_exec back
             raise PermissionError(f"exercise code may not start processes ({args[0]})")
         elif event == "import" and not allow_minigpt and str(args[0]).split(".")[0] in ("minigpt", "solutions"):
@@ -120,8 +124,8 @@ def _guard_against(off_limits: tuple[str, ...], project: str, allow_minigpt: boo
             raise PermissionError(f"exercise code may not start or signal processes ({event})")
         elif event in CTYPES_EVENTS:
             raise PermissionError(f"exercise code may not call C functions through ctypes ({event})")
-        elif event in WRITING_EVENTS and any(inside(a, (project,)) for a in args[:2]):
-            raise PermissionError(f"exercise code may not change the course's files ({event})")
+        elif event in WRITING_EVENTS and any(writes_a_file(a) for a in args[:2]):
+            raise PermissionError(f"exercise code may not change files ({event} {args[0]!r})")
     return guard
 
 

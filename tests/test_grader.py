@@ -484,6 +484,8 @@ attempts = {
     "double slash write": ("open", ("/" + os.path.join(root, "exercises", "conftest.py"), "w", 0)),
     "folder for dir_fd": ("open", (root, None, os.O_RDONLY)),
     "ctypes call": ("ctypes.call_function", (0, ())),
+    "write outside the course": ("open", ("/tmp/minigpt-grader-probe.pth", "w", 0)),
+    "remove outside the course": ("os.remove", ("/tmp/minigpt-grader-probe.pth", -1)),
     "ctypes dlopen": ("ctypes.dlopen", ("libc.so.6",)),
 }
 for name, (event, args) in attempts.items():
@@ -493,6 +495,7 @@ for name, (event, args) in attempts.items():
     except (PermissionError, ImportError):
         pass
 guard("open", (os.path.join(root, "exercises", "ex01_tokenization.py"), "r", 0))  # reading a course file is fine
+guard("open", (os.devnull, "w", 0))
 '''
 
 
