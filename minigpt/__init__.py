@@ -2,26 +2,49 @@
 
     text -> tokenizers -> data (get_batch) -> attention -> model (GPT) -> evaluate -> checkpoint
          -> train -> sampling (generate) -> plotting, cli
+
+`from minigpt import GPT` works as usual, but each name is imported from its module on first use
+(PEP 562), so `import minigpt` alone is instant and the `minigpt` command can answer Ctrl-C
+quietly while torch is still loading.
 """
 
-from minigpt.attention import KVCache, MultiHeadAttention, causal_mask, scaled_dot_product_attention
-from minigpt.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from minigpt.config import GPTConfig, TrainConfig
-from minigpt.data import encode_corpus, get_batch, load_text, shakespeare, train_val_split
-from minigpt.evaluate import bits_per_byte, bits_per_char, estimate_loss, perplexity
-from minigpt.model import GPT, Block, FeedForward
-from minigpt.sampling import generate, sample_text
-from minigpt.tokenizers import (BPETokenizer, CharTokenizer, TiktokenTokenizer, load_tokenizer,
-                                train_tokenizer)
-from minigpt.train import Trainer, learning_rate, resolve_device, train
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "BPETokenizer", "Block", "CharTokenizer", "CheckpointError", "FeedForward", "GPT", "GPTConfig",
-    "KVCache", "MultiHeadAttention", "TiktokenTokenizer", "TrainConfig", "Trainer", "bits_per_byte",
-    "bits_per_char", "causal_mask", "encode_corpus", "estimate_loss", "generate", "get_batch",
-    "learning_rate", "load_checkpoint", "load_text", "load_tokenizer", "perplexity",
-    "resolve_device", "sample_text", "save_checkpoint", "scaled_dot_product_attention",
-    "shakespeare", "train", "train_tokenizer", "train_val_split",
-]
+# Each public name and the module that defines it.
+_HOME = {
+    "attention": ["KVCache", "MultiHeadAttention", "causal_mask", "scaled_dot_product_attention"],
+    "checkpoint": ["CheckpointError", "load_checkpoint", "save_checkpoint"],
+    "config": ["GPTConfig", "TrainConfig"],
+    "data": ["encode_corpus", "get_batch", "load_text", "shakespeare", "train_val_split"],
+    "evaluate": ["bits_per_byte", "bits_per_char", "estimate_loss", "perplexity"],
+    "model": ["GPT", "Block", "FeedForward"],
+    "sampling": ["generate", "sample_text"],
+    "tokenizers": ["BPETokenizer", "CharTokenizer", "TiktokenTokenizer", "load_tokenizer",
+                   "train_tokenizer"],
+    "train": ["Trainer", "learning_rate", "resolve_device", "train"],
+}
+_MODULE_OF = {name: module for module, names in _HOME.items() for name in names}
+_SUBMODULES = set(_HOME) | {"cli", "plotting", "runfolder"}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name (or a submodule) the first time it is asked for."""
+    if name in _MODULE_OF:
+        value = getattr(importlib.import_module(f"minigpt.{_MODULE_OF[name]}"), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"minigpt.{name}")
+    else:
+        raise AttributeError(f"module 'minigpt' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__) | _SUBMODULES)

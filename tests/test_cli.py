@@ -194,3 +194,29 @@ def test_parsed_options_build_the_configs():
     assert plan.train_config.learning_rate == 0.002 and plan.model_options == {"bias": False}
     assert plan.data_config.tokenizer == "bpe" and plan.data_config.vocab_size == 512
     assert plan.train_config.max_iters == 2000  # the TrainConfig default, written only there
+
+
+def test_ctrl_c_while_torch_loads_exits_quietly():
+    # The KeyboardInterrupt a Ctrl-C raises, made to arrive exactly while `import torch` runs.
+    code = ("import sys\n"
+            "class CtrlC:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'torch':\n"
+            "            raise KeyboardInterrupt\n"
+            "sys.meta_path.insert(0, CtrlC())\n"
+            "from minigpt.__main__ import main\n"
+            "sys.exit(main())\n")
+    proc = subprocess.run([sys.executable, "-c", code, "train"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 130
+    assert proc.stderr == "minigpt: stopped by SIGINT\n"
+
+
+def test_import_minigpt_is_lazy_and_complete():
+    code = ("import sys, minigpt\n"
+            "assert 'torch' not in sys.modules, 'import minigpt loaded torch'\n"
+            "missing = [n for n in minigpt.__all__ if getattr(minigpt, n, None) is None]\n"
+            "assert not missing, missing\n"
+            "assert minigpt.plotting.plot_loss_curves\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
