@@ -11,6 +11,8 @@ quietly while torch is still loading.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 __version__ = "0.1.0"
@@ -48,3 +50,19 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__) | _SUBMODULES)
+
+
+class _Package(types.ModuleType):
+    """The package object; it keeps `minigpt.train` the function when the module is imported.
+
+    Importing a submodule sets it as an attribute of its package, and the module `minigpt.train`
+    shares its name with the function `minigpt.train` (`from minigpt import train`).
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _MODULE_OF and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

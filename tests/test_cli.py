@@ -220,3 +220,11 @@ def test_import_minigpt_is_lazy_and_complete():
             "assert minigpt.plotting.plot_loss_curves\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_minigpt_train_stays_the_function_whoever_imports_the_module_first():
+    code = ("import minigpt.train, minigpt.cli\n"
+            "from minigpt import train, Trainer\n"
+            "assert callable(train) and train.__module__ == 'minigpt.train', train\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
