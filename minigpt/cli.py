@@ -156,6 +156,7 @@ class RunPlan:
     progress: bool
     resume: Path | None = None
     saved: dict[str, Any] | None = field(default=None, repr=False)  # the checkpoint to resume
+    overwrite: bool = False                    # --overwrite: an earlier run in `out` may be replaced
 
 
 def _option_path(text: str, option: str, what: str = "the path of a file") -> Path:
@@ -210,7 +211,8 @@ def plan_run(args: argparse.Namespace) -> RunPlan:
     resolve_device(train_config.device)  # 'cuda' on a machine without CUDA fails here, not later
     replace = _check_out(out, resume, args.overwrite)
     return RunPlan(data, load_text(data), data_config, train_config, given_model, out, replace,
-                   progress=not args.no_progress and sys.stderr.isatty(), resume=resume, saved=saved)
+                   progress=not args.no_progress and sys.stderr.isatty(), resume=resume, saved=saved,
+                   overwrite=args.overwrite)
 
 
 def _plan_resume(resume: Path, given_data: dict[str, Any], given_train: dict[str, Any],
@@ -220,6 +222,9 @@ def _plan_resume(resume: Path, given_data: dict[str, Any], given_train: dict[str
     The data and val_fraction are the checkpoint's unless given; `data_config` is updated.
     """
     _check_is_file(resume, "--resume")
+    if not resume.exists():
+        raise ValueError(f"--resume: no such file {str(resume)!r} (give a checkpoint, e.g. "
+                         f"out/ckpt.pt)")
     saved = read_checkpoint(resume)
     state = resumable_state(saved, resume)
     try:
@@ -300,6 +305,7 @@ def execute(plan: RunPlan) -> int:
     with RunLock(plan.out) as lock:
         if lock.taken_over is not None:
             print(f"took over the lock of {str(plan.out)!r}, {lock.taken_over}")
+        _check_out(plan.out, plan.resume, plan.overwrite)  # a run may have finished there since
         for path in remove_stale_temp_files(plan.out, CHECKPOINT_NAMES):
             print(f"removed {path}, left by an interrupted save")
         return _train(plan)

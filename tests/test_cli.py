@@ -91,7 +91,7 @@ def test_bpe_and_cl100k_tokenizers(corpus_file, tmp_path):
     (["train", "--data", "short.txt"], "at least context_length + 1"),
     (["train", "--d-model", "30", "--num-heads", "4"], "--d-model must be divisible by num_heads=4"),
     (["train", "--dropout", "1.5"], "--dropout must be a finite number in [0, 1), got 1.5"),
-    (["train", "--resume", "missing.pt"], "no such file 'missing.pt'"),
+    (["train", "--resume", "missing.pt"], "--resume: no such file 'missing.pt'"),
     (["train", "--resume", "garbage.pt"], "corrupt or truncated"),
     (["sample", "--checkpoint", "missing.pt"], "no such file"),
     (["sample", "--temperature", "-1"], "--temperature must be a finite number in [0, 100], got -1.0"),

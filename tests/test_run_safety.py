@@ -351,6 +351,19 @@ def test_plan_run_checks_without_side_effects(tmp_path, corpus_file):
     assert not (tmp_path / "new").exists()
 
 
+def test_a_run_that_appears_between_plan_and_execute_is_not_replaced(tmp_path, corpus_file):
+    out = tmp_path / "run"
+    args = cli.build_parser().parse_args(["train", "--data", str(corpus_file), "--out", str(out),
+                                          "--max-iters", "2", *TINY])
+    plan = plan_run(args)
+    out.mkdir()
+    (out / "best.pt").write_bytes(b"another run's checkpoint")  # it finished in the meantime
+    with pytest.raises(ValueError, match="already holds a run"):
+        cli.execute(plan)
+    assert (out / "best.pt").read_bytes() == b"another run's checkpoint"
+    assert not (out / LOCK_NAME).exists()
+
+
 def test_corpus_without_newline_trains_and_samples(tmp_path, capsys):
     text = "春眠不觉晓处处闻啼鸟夜来风雨声花落知多少" * 40  # one line, no "\n"
     (tmp_path / "poem.txt").write_text(text, encoding="utf-8")
