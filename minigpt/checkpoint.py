@@ -75,9 +75,9 @@ def save_checkpoint(path: str | Path, model: GPT, tokenizer: Tokenizer,
                          f"in it, e.g. {str(path / 'ckpt.pt')!r}")
     if path.parent.exists() and not path.parent.is_dir():
         raise ValueError(f"save_checkpoint: {str(path.parent)!r} is a file, not a folder to save in")
-    bad = next(_non_finite_tensors(model, optimizer), None)
-    if bad is not None:
-        raise ValueError(f"save_checkpoint: {bad} holds NaN or infinite values (training "
+    first_bad = next(non_finite_tensors(model, optimizer), None)
+    if first_bad is not None:
+        raise ValueError(f"save_checkpoint: {first_bad[1]} holds NaN or infinite values (training "
                          f"diverged: try a lower learning rate); nothing was written to "
                          f"{str(path)!r}")
     try:
@@ -97,18 +97,21 @@ def save_checkpoint(path: str | Path, model: GPT, tokenizer: Tokenizer,
     return path
 
 
-def _non_finite_tensors(model: GPT, optimizer: torch.optim.Optimizer | None) -> Iterator[str]:
-    """The names of the weights and optimizer moments that hold NaN or infinity."""
+def non_finite_tensors(model: GPT, optimizer: torch.optim.Optimizer | None
+                       ) -> Iterator[tuple[str, str]]:
+    """(kind, name) of each weight ('weights') or optimizer moment ('optimizer state') that holds
+    NaN or infinity; the trainer and `save_checkpoint` both refuse to save such a model."""
     for name, tensor in model.state_dict().items():
         if not _all_finite(tensor):
-            yield f"model weight {name!r}"
+            yield "weights", f"model weight {name!r}"
     if optimizer is None:
         return
     names = {id(param): name for name, param in model.named_parameters()}
     for param, state in optimizer.state.items():
         for key, value in state.items():
             if isinstance(value, torch.Tensor) and not _all_finite(value):
-                yield f"optimizer state {key!r} of {names.get(id(param), 'a parameter')!r}"
+                yield ("optimizer state",
+                       f"optimizer state {key!r} of {names.get(id(param), 'a parameter')!r}")
 
 
 def _all_finite(tensor: torch.Tensor) -> bool:

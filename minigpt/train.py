@@ -25,7 +25,8 @@ import torch
 from torch import nn
 from tqdm import tqdm  # the plain text bar: works in a terminal and a notebook alike
 
-from minigpt.checkpoint import CheckpointError, load_model_state, read_checkpoint, save_checkpoint
+from minigpt.checkpoint import (CheckpointError, load_model_state, non_finite_tensors, read_checkpoint,
+                                save_checkpoint)
 from minigpt.config import TrainConfig
 from minigpt.data import check_length, get_batch
 from minigpt.evaluate import estimate_loss
@@ -266,12 +267,8 @@ class Trainer:
 
     def _check_finite(self) -> None:
         """Refuse to save NaN or infinite weights or optimizer moments (they would poison a resume)."""
-        tensors = [("weights", t) for t in self.model.state_dict().values()]
-        tensors += [("optimizer state", t) for state in self.optimizer.state.values()
-                    for t in state.values() if torch.is_tensor(t)]
-        for what, tensor in tensors:
-            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-                self._diverged(f"the {what} hold NaN or infinite values")
+        for kind, name in non_finite_tensors(self.model, self.optimizer):
+            self._diverged(f"the {kind} hold NaN or infinite values ({name})")
 
     def _evaluate_and_save(self, bar: tqdm) -> None:
         result = self.result
