@@ -470,6 +470,14 @@ def test_integrity_scan_names_file_line_and_construct(tmp_path):
     assert "do not call F.cross_entropy, F.log_softmax or torch.logsumexp" in finding.why
 
 
+def run_probe(script: str, *args, timeout: float = 120) -> str:
+    """Run a probe script in a fresh interpreter (argv: the grader's folder, then `args`); its stdout."""
+    proc = subprocess.run([sys.executable, "-c", script, str(EXERCISES), *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
 GUARD_PROBE = r'''
 import os, sys
 sys.path.insert(0, sys.argv[1])
@@ -501,10 +509,8 @@ guard("open", (os.devnull, "w", 0))
 
 def test_the_worker_guard_sees_through_paths_folders_and_ctypes():
     """'//x', /proc/self/root/x and a folder's fd (for dir_fd) reach the same files; ctypes reaches libc."""
-    proc = subprocess.run([sys.executable, "-c", GUARD_PROBE, str(EXERCISES)], capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "ALLOWED" not in proc.stdout, proc.stdout
+    stdout = run_probe(GUARD_PROBE)
+    assert "ALLOWED" not in stdout, stdout
 
 
 SPAWN_PROBE = r'''
@@ -542,10 +548,8 @@ for name, way in ways.items():
 
 def test_a_worker_cannot_start_a_process_that_outlives_it():
     """_posixsubprocess.fork_exec raises no audit event: a process it starts with setsid escapes every kill."""
-    proc = subprocess.run([sys.executable, "-c", SPAWN_PROBE, str(EXERCISES)], capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "SPAWNED" not in proc.stdout, proc.stdout
+    stdout = run_probe(SPAWN_PROBE)
+    assert "SPAWNED" not in stdout, stdout
 
 
 PYC_PROBE = r'''
@@ -565,10 +569,8 @@ print(_target.load("ex09_probe").WHAT)
 
 def test_a_learner_file_runs_from_its_source_never_from_a_pyc_beside_it(tmp_path):
     """An unchecked-hash .pyc in __pycache__ would run code the integrity checks never read."""
-    proc = subprocess.run([sys.executable, "-c", PYC_PROBE, str(EXERCISES), str(tmp_path)], capture_output=True,
-                          text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip() == "the source the integrity checks read"
+    stdout = run_probe(PYC_PROBE, tmp_path)
+    assert stdout.strip() == "the source the integrity checks read"
 
 
 ZYGOTE_PROBE = r'''
@@ -590,10 +592,8 @@ print(worker.run("call", "perplexity", [0.0], {}, "perplexity(0.0)"))
 
 
 def test_a_killed_zygote_costs_no_test_of_another_chapter():
-    proc = subprocess.run([sys.executable, "-c", ZYGOTE_PROBE, str(EXERCISES)], capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "'ok': True" in proc.stdout and "1.0" in proc.stdout, proc.stdout
+    stdout = run_probe(ZYGOTE_PROBE, timeout=300)
+    assert "'ok': True" in stdout and "1.0" in stdout, stdout
 
 
 def test_integrity_scan_reads_a_file_as_python_decodes_it(tmp_path):
@@ -620,7 +620,5 @@ print(worker.run("call", "perplexity", [0.0], {}, "perplexity(0.0)"))
 
 def test_a_worker_cannot_take_all_the_memory(tmp_path):
     """A runaway allocation in the learner's code is a MemoryError in that call, not a machine out of memory."""
-    proc = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(EXERCISES), str(tmp_path)], capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "'ok': False" in proc.stdout and "can't allocate memory" in proc.stdout, proc.stdout[-2000:]
+    stdout = run_probe(MEMORY_PROBE, tmp_path, timeout=300)
+    assert "'ok': False" in stdout and "can't allocate memory" in stdout, stdout[-2000:]
