@@ -87,7 +87,7 @@ def learning_rate(step: int, max_lr: float, min_lr: float, warmup_iters: int, ma
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (max_lr - min_lr)
 
 
-def estimate_loss(model: nn.Module, data_splits: dict[str, torch.Tensor], eval_iters: int,
+def estimate_loss(model: nn.Module, splits: dict[str, torch.Tensor], eval_iters: int,
                   batch_size: int, context_length: int,
                   generator: torch.Generator | None = None) -> dict[str, float]:
     """Average loss of ``model`` over a few random batches of each split.
@@ -100,19 +100,19 @@ def estimate_loss(model: nn.Module, data_splits: dict[str, torch.Tensor], eval_i
 
     Args:
         model: forward ``(idx, targets) -> (logits, loss)``.
-        data_splits: split name -> (N,) long tensor, e.g. ``{"train": ..., "val": ...}``.
+        splits: split name -> (N,) long tensor, e.g. ``{"train": ..., "val": ...}``.
         eval_iters: batches per split.
         batch_size, context_length: passed to ``get_batch``.
         generator: optional ``torch.Generator`` passed to ``get_batch``.
 
     Returns:
-        Split name -> mean loss as a Python float, same keys as ``data_splits``.
+        Split name -> mean loss as a Python float, same keys as ``splits``.
     """
     was_training = model.training
     model.eval()
     out = {}
     with torch.no_grad():
-        for name, data in data_splits.items():
+        for name, data in splits.items():
             losses = []
             for _ in range(eval_iters):
                 x, y = get_batch(data, batch_size, context_length, generator)
