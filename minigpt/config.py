@@ -170,6 +170,8 @@ class GPTConfig:
 
 
 DEVICES = "one of auto, cpu, cuda, cuda:N, mps"
+OPTIMIZERS = ("adamw", "muon")
+SCHEDULES = ("cosine", "wsd")
 SEED_RANGE = dict(low=0, high=2**32 - 1)
 
 
@@ -190,12 +192,24 @@ class TrainConfig:
 
     batch_size: int = knob(12, "sequences per step", low=1)
     max_iters: int = knob(2000, "optimizer steps in all", low=1)
-    learning_rate: float = knob(1e-3, "peak learning rate, reached after warm-up", low=0.0,
-                                low_open=True, high=1.0)
-    min_lr: float = knob(1e-4, "learning rate at the end of the cosine decay (<= learning_rate)",
-                         low=0.0, high=1.0)
+    optimizer: str = knob("adamw", "adamw for every weight, or muon for the blocks' weight "
+                          "matrices with AdamW for the rest", choices=OPTIMIZERS)
+    learning_rate: float = knob(1e-3, "peak learning rate of AdamW, reached after warm-up",
+                                low=0.0, low_open=True, high=1.0)
+    muon_lr: float = knob(0.02, "peak learning rate of Muon (--optimizer muon)", low=0.0,
+                          low_open=True, high=1.0)
+    head_lr: float | None = knob(None, "peak AdamW learning rate of an untied output layer "
+                                 "(not set: learning_rate)", low=0.0, low_open=True, high=1.0)
+    schedule: str = knob("cosine", "cosine: warm-up, then a cosine down to min_lr; wsd: warm-up, "
+                         "constant, then a straight line down to min_lr over the last "
+                         "decay_fraction of the steps", choices=SCHEDULES)
+    decay_fraction: float = knob(0.5, "share of the steps spent decaying (--schedule wsd)",
+                                 low=0.0, high=1.0)
+    min_lr: float = knob(1e-4, "learning rate at the end of the decay (<= learning_rate; the "
+                         "other peaks decay in proportion)", low=0.0, high=1.0)
     warmup_iters: int = knob(100, "steps of linear warm-up", low=0)
-    weight_decay: float = knob(0.1, "AdamW weight decay (matrices only)", low=0.0, high=1.0)
+    weight_decay: float = knob(0.1, "weight decay of the matrices (AdamW and Muon)", low=0.0,
+                               high=1.0)
     beta1: float = knob(0.9, "AdamW beta1", low=0.0, high=1.0, high_open=True)
     beta2: float = knob(0.99, "AdamW beta2", low=0.0, high=1.0, high_open=True)
     grad_clip: float = knob(1.0, "clip the gradient norm (0: off)", low=0.0)

@@ -1,7 +1,8 @@
 """The training loop: forward, loss, backward, update, over and over, with the usual care around it.
 
 Around the four steps sit the pieces every real run needs: AdamW with weight decay only on the
-matrices, a learning rate that warms up linearly then decays along a cosine, gradient clipping,
+matrices (or Muon for the blocks' matrices, see `minigpt.optim`), a learning rate that warms up
+linearly then decays (along a cosine, or flat then straight down), gradient clipping,
 periodic `estimate_loss` on train and val, a progress bar, a history of losses, checkpoints (latest
 and best), resume from a checkpoint to the exact same numbers, and Ctrl-C (or SIGTERM) that saves
 before stopping. A loss that turns NaN or infinite stops the run with `NonFiniteError`, and no
@@ -31,6 +32,7 @@ from minigpt.config import TrainConfig
 from minigpt.data import check_length, get_batch
 from minigpt.evaluate import estimate_loss
 from minigpt.model import GPT
+from minigpt.optim import configure_optimizer  # noqa: F401 (chapter 5 imports it from here)
 from minigpt.tokenizers import Tokenizer
 
 
@@ -58,34 +60,27 @@ def is_main_process() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
-def learning_rate(step: int, max_lr: float, min_lr: float, warmup_iters: int, max_iters: int) -> float:
-    """Linear warm-up to max_lr over warmup_iters steps, then a cosine down to min_lr at max_iters.
+def learning_rate(step: int, max_lr: float, min_lr: float, warmup_iters: int, max_iters: int,
+                  schedule: str = "cosine", decay_fraction: float = 0.5) -> float:
+    """Linear warm-up to max_lr over warmup_iters steps, then down to min_lr at max_iters.
 
     Warm-up: step s < warmup_iters gets max_lr * (s + 1) / warmup_iters, so step 0 already moves.
-    Past max_iters the rate stays at min_lr.
+    "cosine" then follows half a cosine from max_lr to min_lr. "wsd" (warm-up, stable, decay) holds
+    max_lr, then falls along a straight line to min_lr over the last `decay_fraction` of the
+    steps: the long flat part explores, the short decay settles. Past max_iters: min_lr.
     """
     if step < warmup_iters:
         return max_lr * (step + 1) / warmup_iters
     if step >= max_iters:
         return min_lr
+    if schedule == "wsd":
+        decay_start = max(warmup_iters, max_iters * (1.0 - decay_fraction))
+        if step < decay_start:
+            return max_lr
+        progress = (step - decay_start) / max(1.0, max_iters - decay_start)  # 0 -> 1
+        return max_lr + progress * (min_lr - max_lr)
     progress = (step - warmup_iters) / max(1, max_iters - warmup_iters)  # 0 -> 1
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (max_lr - min_lr)
-
-
-def configure_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW that decays only the weight matrices: biases, norms and embeddings keep their size."""
-    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    decay, no_decay = [], []
-    for param in model.parameters():  # a tied weight appears once
-        if not param.requires_grad:
-            continue
-        is_matrix = param.dim() >= 2 and id(param) not in embeddings
-        (decay if is_matrix else no_decay).append(param)
-    groups = [{"params": decay, "weight_decay": config.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    fused = device.type in ("cuda", "cpu")  # one kernel for all parameters instead of a loop
-    return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(config.beta1, config.beta2),
-                             fused=fused)
 
 
 @dataclass
@@ -180,6 +175,8 @@ class Trainer:
         torch.manual_seed(config.seed)  # dropout's random numbers
         self.model.to(self.device).train()
         self.optimizer = configure_optimizer(model, config, self.device)
+        # each group's peak rate, from the config (a resumed optimizer's saved rates are not used)
+        self.peak_lrs = [group["lr"] for group in self.optimizer.param_groups]
         self.batch_generator = torch.Generator().manual_seed(config.seed)
         self.result = TrainResult()
 
@@ -193,7 +190,13 @@ class Trainer:
                                   f"which differs from this model's {self.model.config.to_dict()}")
         state = resumable_state(payload, path)
         load_model_state(self.model, payload["model"], source=str(path))
-        self.optimizer.load_state_dict(payload["optimizer"])
+        try:
+            self.optimizer.load_state_dict(payload["optimizer"])
+        except (ValueError, KeyError, IndexError) as error:
+            saved = (payload["train_state"].get("train_config") or {}).get("optimizer", "adamw")
+            raise CheckpointError(f"resume: the optimizer state in {str(path)!r} (optimizer="
+                                  f"{saved}) does not fit optimizer={self.config.optimizer} "
+                                  f"here ({error})") from None
         self.batch_generator.set_state(state["batch_rng"])
         torch.set_rng_state(state["torch_rng"])
         if state.get("cuda_rng") and torch.cuda.is_available():
@@ -235,15 +238,24 @@ class Trainer:
                 self._save("ckpt.pt")
         return result
 
-    def _lr(self, step: int) -> float:
+    def _lr(self, step: int, peak: float | None = None) -> float:
+        """The rate at `step` of a group whose peak is `peak` (default: learning_rate).
+
+        Every group follows the same schedule; its min_lr is scaled in proportion to its peak.
+        """
         cfg = self.config
-        return learning_rate(step, cfg.learning_rate, cfg.min_lr, cfg.warmup_iters, cfg.max_iters)
+        if peak is None or peak == cfg.learning_rate:
+            peak, floor = cfg.learning_rate, cfg.min_lr
+        else:
+            floor = cfg.min_lr * peak / cfg.learning_rate
+        return learning_rate(step, peak, floor, cfg.warmup_iters, cfg.max_iters, cfg.schedule,
+                             cfg.decay_fraction)
 
     def _train_step(self) -> None:
         """The four steps: forward, loss, backward (on fresh gradients), update."""
         cfg = self.config
-        for group in self.optimizer.param_groups:
-            group["lr"] = self._lr(self.result.step)
+        for group, peak in zip(self.optimizer.param_groups, self.peak_lrs):
+            group["lr"] = self._lr(self.result.step, peak)
         x, y = get_batch(self.splits["train"], cfg.batch_size, self.model.config.context_length,
                          generator=self.batch_generator, device=self.device)
         _, loss = self.model(x, y)
