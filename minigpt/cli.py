@@ -1,4 +1,5 @@
-"""The `minigpt` command: `minigpt train` on a text file, `minigpt sample` from a checkpoint.
+"""The `minigpt` command: `minigpt train` on a text file, `minigpt sample` and `minigpt evaluate`
+from a checkpoint.
 
 Every option is made from a config field (`--context-length` is GPTConfig.context_length,
 `--batch-size` is TrainConfig.batch_size, `--tokenizer` is DataConfig.tokenizer, `--top-p` is
@@ -28,8 +29,10 @@ from minigpt.config import (DEVICES, ConfigError, GPTConfig, SampleConfig, Train
                             check_fields, describe, field_default, field_kind, is_device_name,
                             knob)
 from minigpt.data import encode_corpus, load_text, train_val_split
+from minigpt.evaluate import bits_per_char, evaluate_split, perplexity
 from minigpt.model import GPT
 from minigpt.plotting import plot_loss_curves, save_figure
+from minigpt.presets import PRESETS, describe_presets
 from minigpt.runfolder import CHECKPOINT_NAMES, RunLock, check_out_folder, existing_run
 from minigpt.sampling import sample_text
 from minigpt.tokenizers import TOKENIZER_KINDS, Tokenizer, tokenizer_from_dict, train_tokenizer
@@ -102,6 +105,11 @@ def _given(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
 
+def _only(values: dict[str, Any], config_class) -> dict[str, Any]:
+    """The entries of `values` that are options of `config_class` (a preset spans three)."""
+    return {name: value for name, value in values.items() if name in option_names(config_class)}
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:
         """One line, like every other error of the command (argparse would print the usage too)."""
@@ -111,12 +119,21 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="minigpt", description="Train a small GPT on text, and sample from it.")
     commands = parser.add_subparsers(dest="command", required=True)
-    _add_train(commands.add_parser("train", help="train a model on a text corpus"))
+    _add_train(commands.add_parser(
+        "train", help="train a model on a text corpus",
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # keeps the epilog's lines
+        epilog="presets (--preset NAME sets these; options given on the command line win):\n"
+               + describe_presets()))
     _add_sample(commands.add_parser("sample", help="generate text from a checkpoint"))
+    _add_evaluate(commands.add_parser("evaluate", help="loss, perplexity and bits per character "
+                                      "of a checkpoint over a whole split of a text"))
     return parser
 
 
 def _add_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default=None, choices=list(PRESETS), help="start from a named "
+                   "set of settings (listed at the end); options given here override it "
+                   "[default: none: the defaults below, which are the baby preset's]")
     add_config_options(p.add_argument_group("data and output (DataConfig)"), DataConfig)
     add_config_options(p.add_argument_group("model (GPTConfig)"), GPTConfig)
     add_config_options(p.add_argument_group("training (TrainConfig)"), TrainConfig)
@@ -138,6 +155,17 @@ def _add_sample(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help=f"{DEVICES} [default: %(default)s]")
     p.add_argument("--no-cache", action="store_true", help="recompute the whole context each step "
                    "(the plain loop, slower)")
+
+
+def _add_evaluate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", default="out/best.pt", help="checkpoint written by minigpt "
+                   "train [default: %(default)s]")
+    p.add_argument("--data", default=None, help="'shakespeare' or a UTF-8 text file [default: "
+                   "the text the checkpoint was trained on]")
+    p.add_argument("--split", default="val", choices=("val", "train", "all"), help="which part "
+                   "of the text: the held-out end (the checkpoint's val_fraction), the rest, or "
+                   "all of it [default: %(default)s]")
+    p.add_argument("--device", default="auto", help=f"{DEVICES} [default: %(default)s]")
 
 
 # -- minigpt train: every check first ------------------------------------------------------------
@@ -188,6 +216,14 @@ def plan_run(args: argparse.Namespace) -> RunPlan:
     given_data = _given(args, option_names(DataConfig))
     given_model = _given(args, option_names(GPTConfig))
     given_train = _given(args, option_names(TrainConfig))
+    if args.preset is not None:
+        if args.resume is not None:
+            raise ValueError("--preset starts a new run; --resume continues the checkpoint's own "
+                             "settings: drop --preset")
+        preset = PRESETS[args.preset]
+        given_data = {**_only(preset, DataConfig), **given_data}
+        given_model = {**_only(preset, GPTConfig), **given_model}
+        given_train = {**_only(preset, TrainConfig), **given_train}
     data_config = DataConfig(**given_data)
     if "vocab_size" in given_data and data_config.tokenizer != "bpe":
         raise ValueError(f"--vocab-size applies only to --tokenizer bpe; the {data_config.tokenizer} "
@@ -400,6 +436,61 @@ def run_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- minigpt evaluate ------------------------------------------------------------------------------
+
+EVAL_LOGITS = 2**22  # logits per forward pass: 64 windows of 64 characters; fewer for big vocabularies
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """Print the loss, perplexity and bits per character of a checkpoint on a whole split."""
+    _check_is_file(args.checkpoint, "--checkpoint")
+    if not is_device_name(args.device):
+        raise ValueError(f"--device must be {DEVICES}, got {args.device!r}")
+    device = resolve_device(args.device)
+    try:
+        ckpt = load_checkpoint(args.checkpoint, device=device)
+    except CheckpointError as error:
+        raise ValueError(f"--checkpoint: {str(error).removeprefix('checkpoint: ')}") from None
+    source, ids = _evaluation_ids(args, ckpt.train_state, ckpt.tokenizer)
+    context_length = ckpt.config.context_length
+    if len(ids) < 2:
+        raise ValueError(f"--split {args.split} of {source!r} holds {len(ids)} token(s); it needs "
+                         f"at least 2 (an input and its target)")
+    batch_size = max(1, EVAL_LOGITS // (context_length * ckpt.config.vocab_size))
+    loss = evaluate_split(ckpt.model, ids, context_length, batch_size, device)
+    num_chars = len(ckpt.tokenizer.decode(ids[1:].tolist()))  # the characters predicted
+    print(f"{args.split} split of {source}: {len(ids) - 1:,} tokens predicted, windows of "
+          f"{context_length}")
+    print(f"loss: {loss:.4f}")
+    print(f"perplexity: {perplexity(loss):.3f}")
+    print(f"bits per character: {bits_per_char(loss, len(ids) - 1, max(1, num_chars)):.4f}")
+    return 0
+
+
+def _evaluation_ids(args: argparse.Namespace, state: dict[str, Any],
+                    tokenizer: Tokenizer) -> tuple[str, torch.Tensor]:
+    """(the text's name, the ids of the chosen split), checked against the checkpoint's tokenizer."""
+    if args.data is not None:
+        option, source = "--data", _checked_data(args.data, "--data")
+    elif isinstance(state.get("data"), str):
+        option = "the checkpoint's data (give --data to use another text)"
+        source = _checked_data(state["data"], option)
+    else:
+        raise ValueError(f"--checkpoint {args.checkpoint!r} does not say which text it was "
+                         f"trained on; give --data")
+    text = load_text(source)
+    try:
+        ids = encode_corpus(text, tokenizer)
+    except ValueError as error:
+        raise ValueError(f"{option} {source!r} cannot be encoded by the checkpoint's tokenizer: "
+                         f"{error}") from None
+    if args.split == "all":
+        return source, ids
+    val_fraction = state.get("val_fraction", 0.1)
+    train_ids, val_ids = train_val_split(ids, val_fraction)
+    return source, val_ids if args.split == "val" else train_ids
+
+
 def _check_prompt(prompt: str, tokenizer: Tokenizer) -> None:
     """Name --prompt when the checkpoint's vocabulary cannot encode it (e.g. an unseen character)."""
     try:
@@ -424,14 +515,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = None
     try:
         args = build_parser().parse_args(argv)
-        status = run_train(args) if args.command == "train" else run_sample(args)
+        commands = {"train": run_train, "sample": run_sample, "evaluate": run_evaluate}
+        status = commands[args.command](args)
         sys.stdout.flush()  # here, where a closed pipe is handled, not at exit
         return status
     except ConfigError as error:  # name the option; an option left out is None, so say nothing of it
         allowed = error.allowed.removesuffix(" (or None)")
         option = option_name(error.name)
         not_given = args is not None and getattr(args, error.name, "given") is None
-        hint = (f" (not given here: the default or the checkpoint's value; give {option} too)"
+        hint = (f" (not given here: the default, the preset's or the checkpoint's value; "
+                f"give {option} too)"
                 if not_given else "")
         print(f"minigpt: error: {option} must be {allowed}, got {error.value!r}{hint}",
               file=sys.stderr)
