@@ -137,3 +137,113 @@ def test_device_choice():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+# -- the modern options: the wsd schedule, Muon ---------------------------------------------------
+
+def test_wsd_schedule_warms_up_holds_then_falls_in_a_straight_line():
+    kw = dict(max_lr=1.0, min_lr=0.0, warmup_iters=10, max_iters=100, schedule="wsd",
+              decay_fraction=0.4)
+    assert learning_rate(0, **kw) == pytest.approx(0.1)
+    assert [learning_rate(s, **kw) for s in (10, 35, 59)] == [1.0, 1.0, 1.0]  # flat until step 60
+    assert learning_rate(60, **kw) == pytest.approx(1.0)
+    assert learning_rate(70, **kw) == pytest.approx(0.75)
+    assert learning_rate(80, **kw) == pytest.approx(0.5)  # a straight line: half way, half the rate
+    assert learning_rate(100, **kw) == pytest.approx(0.0)
+    # the decay never starts inside the warm-up: all decay means down from the end of warm-up
+    assert learning_rate(10, **{**kw, "decay_fraction": 1.0}) == pytest.approx(1.0)
+    assert learning_rate(55, **{**kw, "decay_fraction": 1.0}) == pytest.approx(0.5)
+
+
+def test_group_peaks_follow_the_same_schedule_in_proportion(tiny_model, char_tokenizer, splits):
+    config = small_train_config(optimizer="muon", muon_lr=0.02, learning_rate=1e-3, min_lr=1e-4)
+    trainer = Trainer(tiny_model, char_tokenizer, *splits, config, progress=False)
+    assert sorted(set(trainer.peak_lrs)) == [1e-3, 0.02]
+    for step in (0, 20, 39):
+        adamw, muon = trainer._lr(step), trainer._lr(step, 0.02)
+        assert muon == pytest.approx(20 * adamw, rel=1e-9)
+    assert trainer._lr(40, 0.02) == pytest.approx(2e-3)  # min_lr scaled by 0.02 / 1e-3
+
+
+def test_muon_takes_the_blocks_matrices_and_adamw_the_rest(tiny_model):
+    from minigpt.optim import OptimizerChain
+    optimizer = configure_optimizer(tiny_model, TrainConfig(optimizer="muon", muon_lr=0.03),
+                                    torch.device("cpu"))
+    assert isinstance(optimizer, OptimizerChain)
+    muon, adamw = optimizer.optimizers
+    assert isinstance(muon, torch.optim.Muon) and isinstance(adamw, torch.optim.AdamW)
+    names = {id(p): n for n, p in tiny_model.named_parameters()}
+    in_muon = [names[id(p)] for g in muon.param_groups for p in g["params"]]
+    in_adamw = [names[id(p)] for g in adamw.param_groups for p in g["params"]]
+    expected = [n for n, p in tiny_model.named_parameters() if n.startswith("blocks.") and p.dim() == 2]
+    assert in_muon == expected and muon.param_groups[0]["lr"] == 0.03
+    assert "token_embedding.weight" in in_adamw and "position_embedding.weight" in in_adamw
+    assert not set(in_muon) & set(in_adamw)
+    assert len(in_muon) + len(in_adamw) == len(list(tiny_model.parameters()))
+
+
+def test_head_lr_gives_an_untied_output_layer_its_own_group(tiny_model):
+    tied = configure_optimizer(tiny_model, TrainConfig(head_lr=0.5), torch.device("cpu"))
+    assert len(tied.param_groups) == 2  # a tied head is the embedding: no group of its own
+    tiny_model.lm_head.weight = torch.nn.Parameter(tiny_model.lm_head.weight.detach().clone())
+    untied = configure_optimizer(tiny_model, TrainConfig(head_lr=0.5), torch.device("cpu"))
+    head_group = untied.param_groups[-1]
+    assert head_group["lr"] == 0.5 and head_group["params"] == [tiny_model.lm_head.weight]
+    total = sum(p.numel() for g in untied.param_groups for p in g["params"])
+    assert total == sum(p.numel() for p in tiny_model.parameters())
+
+
+def test_optimizer_chain_state_dict_round_trip(tiny_model, char_tokenizer, splits):
+    config = small_train_config(optimizer="muon", max_iters=3)
+    trainer = Trainer(tiny_model, char_tokenizer, *splits, config, progress=False)
+    trainer.run()
+    state = trainer.optimizer.state_dict()
+    # one optimizer's layout: parameters numbered 0..n-1 once across the groups
+    indices = [i for g in state["param_groups"] for i in g["params"]]
+    assert indices == list(range(len(list(tiny_model.parameters()))))
+    assert set(state["state"]) <= set(indices)
+    copy = configure_optimizer(tiny_model, config, torch.device("cpu"))
+    copy.load_state_dict(state)
+    again = copy.state_dict()
+    for index, values in state["state"].items():
+        for key, value in values.items():
+            assert torch.equal(torch.as_tensor(again["state"][index][key]), torch.as_tensor(value))
+    assert [len(g["params"]) for g in again["param_groups"]] == \
+        [len(g["params"]) for g in state["param_groups"]]
+
+
+def test_muon_loss_falls(tiny_model, char_tokenizer, splits):
+    config = small_train_config(optimizer="muon", max_iters=60, schedule="wsd", learning_rate=1e-2,
+                                min_lr=0.0, weight_decay=0.0)
+    result = train(tiny_model, char_tokenizer, *splits, config, progress=False)
+    assert result.history[-1]["train"] < result.history[0]["train"] - 0.8
+
+
+def test_muon_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path, tiny_config,
+                                                                   char_tokenizer, splits):
+    config = small_train_config(max_iters=24, eval_interval=8, optimizer="muon", schedule="wsd")
+    torch.manual_seed(0)
+    whole = Trainer(GPT(tiny_config), char_tokenizer, *splits, config, tmp_path / "a", progress=False).run()
+    torch.manual_seed(0)
+    first = Trainer(GPT(tiny_config), char_tokenizer, *splits, config, tmp_path / "b", progress=False)
+    first.run(until=13)  # off the evaluation schedule
+    torch.manual_seed(123)
+    second = Trainer(GPT(tiny_config), char_tokenizer, *splits, config, tmp_path / "b", progress=False)
+    second.resume(tmp_path / "b" / "ckpt.pt")
+    resumed = second.run()
+    assert resumed.train_losses == pytest.approx(whole.train_losses, rel=1e-5, abs=1e-6)
+    a = load_checkpoint(tmp_path / "a" / "ckpt.pt").model.state_dict()
+    b = load_checkpoint(tmp_path / "b" / "ckpt.pt").model.state_dict()
+    assert all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-6) for k in a)
+    # the momentum buffers came back too: without them the next steps would differ
+    first_state = second.optimizer.optimizers[0].state
+    assert first_state and all("momentum_buffer" in v for v in first_state.values())
+
+
+def test_resume_with_another_optimizer_is_refused(tmp_path, tiny_config, char_tokenizer, splits):
+    adamw = small_train_config(max_iters=4, eval_interval=4)
+    Trainer(GPT(tiny_config), char_tokenizer, *splits, adamw, tmp_path, progress=False).run()
+    muon = small_train_config(max_iters=8, eval_interval=4, optimizer="muon")
+    trainer = Trainer(GPT(tiny_config), char_tokenizer, *splits, muon, progress=False)
+    with pytest.raises(CheckpointError, match="optimizer=adamw.*optimizer=muon"):
+        trainer.resume(tmp_path / "ckpt.pt")
