@@ -150,12 +150,26 @@ class GPTConfig:
     num_blocks: int = knob(4, "transformer blocks", low=1)
     dropout: float = knob(0.0, "dropout probability", low=0.0, high=1.0, high_open=True)
     bias: bool = knob(True, "biases in the linear layers and layer norms")
+    # The modern pieces of chapter 8; each default keeps the GPT-2 style model of chapters 4-7.
+    position: str = knob("learned", "position information: a learned table added to the token "
+                         "embeddings, or rotary (q and k turned by an angle that grows with "
+                         "the position)", choices=("learned", "rotary"))
+    norm: str = knob("layer", "normalisation before each sub-layer: LayerNorm, or RMSNorm "
+                     "(rescale only, no centring)", choices=("layer", "rms"))
+    qk_norm: bool = knob(False, "RMS-normalise each head's queries and keys before the scores")
+    mlp: str = knob("gelu", "feed-forward activation: GELU, ReLU squared, or SwiGLU (gated)",
+                    choices=("gelu", "relu2", "swiglu"))
+    tie_weights: bool = knob(True, "output layer shares the token embedding's weights")
 
     def __post_init__(self) -> None:
         check_fields(self)
         _require(self.d_model % self.num_heads == 0, "d_model",
                  f"divisible by num_heads={self.num_heads} (each head gets d_model // num_heads "
                  "dimensions)", self.d_model)
+        _require(self.position != "rotary" or self.head_size % 2 == 0, "position",
+                 f"'learned' when head_size = d_model // num_heads = {self.head_size} is odd "
+                 "(rotary turns pairs of dimensions: choose d_model and num_heads with an even "
+                 "head_size)", self.position)
 
     @property
     def head_size(self) -> int:

@@ -6,6 +6,11 @@
 
 LayerNorm comes before each sub-layer ("pre-norm"), so the residual stream x is a clean sum that
 gradients flow straight through; that is what lets deep stacks train without warm-up tricks.
+
+The modern options of `GPTConfig` (chapter 8) swap single pieces and keep this shape: rotary
+positions replace the position table (`position="rotary"`, applied inside attention), RMSNorm
+replaces LayerNorm (`norm="rms"`), ReLU squared or SwiGLU replace GELU (`mlp`), the output layer
+gets its own weights (`tie_weights=False`), and `bias=False` drops every bias.
 """
 
 from __future__ import annotations
@@ -20,17 +25,53 @@ from minigpt.attention import KVCache, MultiHeadAttention
 from minigpt.config import GPTConfig
 
 
+RMS_NORM_EPS = 1e-6
+
+
+def make_norm(config: GPTConfig) -> nn.Module:
+    """LayerNorm (centre, rescale, gain and bias) or RMSNorm (rescale by the root mean square, gain)."""
+    if config.norm == "rms":
+        return nn.RMSNorm(config.d_model, eps=RMS_NORM_EPS)
+    return nn.LayerNorm(config.d_model, bias=config.bias)
+
+
+def relu_squared(x: torch.Tensor) -> torch.Tensor:
+    """max(x, 0) ** 2: as cheap as ReLU, smooth at 0, and it trains faster than GELU in small GPTs."""
+    return F.relu(x).square()
+
+
 class FeedForward(nn.Module):
-    """Per position, widen to 4 * d_model, apply GELU, narrow back: where each token 'thinks'."""
+    """Per position, widen to 4 * d_model, apply GELU (or ReLU squared), narrow back: where each token 'thinks'."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.up = nn.Linear(config.d_model, 4 * config.d_model, bias=config.bias)
         self.down = nn.Linear(4 * config.d_model, config.d_model, bias=config.bias)
+        self.activation = relu_squared if config.mlp == "relu2" else F.gelu
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.down(F.gelu(self.up(x))))  # (B, T, d_model)
+        return self.dropout(self.down(self.activation(self.up(x))))  # (B, T, d_model)
+
+
+class SwiGLU(nn.Module):
+    """A gated feed-forward: down(silu(gate(x)) * up(x)); the gate decides, per unit, how much passes.
+
+    Three matrices instead of two, so the hidden width is 2/3 of 4 * d_model (8 * d_model // 3):
+    about as many weights as the GELU feed-forward.
+    """
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        hidden = max(1, 8 * config.d_model // 3)
+        self.gate = nn.Linear(config.d_model, hidden, bias=config.bias)
+        self.up = nn.Linear(config.d_model, hidden, bias=config.bias)
+        self.down = nn.Linear(hidden, config.d_model, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = F.silu(self.gate(x)) * self.up(x)  # (B, T, hidden)
+        return self.dropout(self.down(hidden))  # (B, T, d_model)
 
 
 class Block(nn.Module):
@@ -38,10 +79,10 @@ class Block(nn.Module):
 
     def __init__(self, config: GPTConfig, fused: bool = True):
         super().__init__()
-        self.ln1 = nn.LayerNorm(config.d_model, bias=config.bias)
+        self.ln1 = make_norm(config)
         self.attn = MultiHeadAttention(config, fused=fused)
-        self.ln2 = nn.LayerNorm(config.d_model, bias=config.bias)
-        self.ffwd = FeedForward(config)
+        self.ln2 = make_norm(config)
+        self.ffwd = SwiGLU(config) if config.mlp == "swiglu" else FeedForward(config)
 
     def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
         x = x + self.attn(self.ln1(x), kv_cache)
@@ -56,15 +97,18 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
         self.token_embedding = nn.Embedding(config.vocab_size, config.d_model)
-        self.position_embedding = nn.Embedding(config.context_length, config.d_model)
+        # With rotary positions there is no table: attention turns q and k by their positions.
+        self.position_embedding = (nn.Embedding(config.context_length, config.d_model)
+                                   if config.position == "learned" else None)
         self.dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, fused=fused) for _ in range(config.num_blocks))
-        self.ln_f = nn.LayerNorm(config.d_model, bias=config.bias)
+        self.ln_f = make_norm(config)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
-        # The output layer reuses the token embedding ("weight tying"): a token that is embedded
-        # near a hidden state is also the one predicted from it, and it saves vocab_size * d_model
-        # parameters.
-        self.lm_head.weight = self.token_embedding.weight
+        if config.tie_weights:
+            # The output layer reuses the token embedding ("weight tying"): a token that is
+            # embedded near a hidden state is also the one predicted from it, and it saves
+            # vocab_size * d_model parameters.
+            self.lm_head.weight = self.token_embedding.weight
         self.apply(self._init_weights)
         # Each block adds two residual updates; shrink their projections so the residual stream's
         # variance does not grow with depth.
@@ -86,15 +130,18 @@ class GPT(nn.Module):
         """Logits (B, T, vocab_size) for ids (B, T); the mean cross-entropy loss too if targets are given.
 
         With `kv_caches` (one per block, from `new_kv_caches`), idx holds only the tokens not yet
-        seen, and earlier tokens' keys and values come from the caches. `last_only` gives the
-        logits of the last position only, (B, 1, vocab_size): all that sampling needs, and much
-        cheaper with a large vocabulary.
+        seen, and earlier tokens' keys and values come from the caches; the new tokens' positions
+        start at the number of tokens the caches have seen. `last_only` gives the logits of the
+        last position only, (B, 1, vocab_size): all that sampling needs, and much cheaper with a
+        large vocabulary.
         """
-        past = len(kv_caches[0]) if kv_caches else 0
-        self._check_input(idx, past)
-        T = idx.size(1)
-        positions = torch.arange(past, past + T, device=idx.device)  # (T,)
-        x = self.dropout(self.token_embedding(idx) + self.position_embedding(positions))  # (B, T, d_model)
+        self._check_input(idx, kv_caches)
+        x = self.token_embedding(idx)  # (B, T, d_model)
+        if self.position_embedding is not None:
+            past = kv_caches[0].seen if kv_caches else 0
+            positions = torch.arange(past, past + idx.size(1), device=idx.device)  # (T,)
+            x = x + self.position_embedding(positions)
+        x = self.dropout(x)
         for i, block in enumerate(self.blocks):
             x = block(x, kv_caches[i] if kv_caches else None)
         if last_only:
@@ -109,7 +156,7 @@ class GPT(nn.Module):
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1).long())
         return logits, loss
 
-    def _check_input(self, idx: torch.Tensor, past: int) -> None:
+    def _check_input(self, idx: torch.Tensor, kv_caches: list[KVCache] | None) -> None:
         if not isinstance(idx, torch.Tensor) or idx.dim() != 2:
             raise ValueError(f"idx must be a (batch, time) tensor of integer token ids, got "
                              f"{_shape_of(idx)}")
@@ -117,24 +164,37 @@ class GPT(nn.Module):
         T = idx.size(1)
         if T == 0:
             raise ValueError("idx must hold at least one token per row, got 0")
-        if past + T > self.config.context_length:
-            raise ValueError(f"sequence length {past + T} is longer than context_length="
-                             f"{self.config.context_length}; crop idx to its last "
-                             f"{self.config.context_length} tokens")
+        past = len(kv_caches[0]) if kv_caches else 0
+        window = kv_caches[0].window if kv_caches else self.config.context_length
+        if T > window or (kv_caches and not kv_caches[0].room_for(T)):
+            raise ValueError(f"sequence length {past + T} is longer than context_length={window}; "
+                             f"crop idx to its last {window} tokens")
 
-    def new_kv_caches(self) -> list[KVCache]:
-        """Empty caches, one per block, for `forward(..., kv_caches=...)`."""
-        return [KVCache() for _ in self.blocks]
+    def new_kv_caches(self, window: int | None = None) -> list[KVCache]:
+        """Empty caches, one per block, for `forward(..., kv_caches=...)`.
+
+        Queries look at the last `window` tokens (default: context_length). With rotary positions
+        the caches slide (the oldest token drops out as a new one arrives, see `KVCache`); with a
+        learned position table they refuse tokens past the window.
+        """
+        window = self.config.context_length if window is None else window
+        if not 1 <= window <= self.config.context_length:
+            raise ValueError(f"window must be in [1, context_length={self.config.context_length}], "
+                             f"got {window}")
+        slide = self.config.position == "rotary"
+        return [KVCache(window, slide=slide) for _ in self.blocks]
 
     def num_parameters(self, include_embeddings: bool = True) -> int:
-        """How many numbers the model learns (the tied output layer counted once).
+        """How many numbers the model learns (a tied output layer counted once).
 
         Without embeddings (position and token table) is the figure usually quoted, since the
-        embeddings are look-ups rather than compute.
+        embeddings are look-ups rather than compute; an untied output layer is compute, and stays.
         """
         n = sum(p.numel() for p in self.parameters())
         if not include_embeddings:
-            n -= self.token_embedding.weight.numel() + self.position_embedding.weight.numel()
+            n -= self.token_embedding.weight.numel()
+            if self.position_embedding is not None:
+                n -= self.position_embedding.weight.numel()
         return n
 
 

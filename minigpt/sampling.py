@@ -4,9 +4,30 @@ Each step turns the last position's logits into a choice of next token. The knob
 order: frequency and presence penalties (discourage repeating what was already generated),
 temperature (sharpen or flatten; 0 means always take the most likely token), top-k (keep the k
 most likely), top-p (keep the smallest set whose probability adds up to p). The context is cropped
-to the model's `context_length`. A KV cache keeps the keys and values of earlier tokens so each step
-only computes the new one; `use_cache=False` is the plain loop, and the tests prove both give the
-same tokens.
+to the last `context_length` tokens (the model's, or fewer).
+
+A KV cache keeps the keys and values of earlier tokens so each step only computes the new one;
+`use_cache=False` is the plain loop, which runs the model on the whole cropped context every step.
+While the text fits in the window (prompt + new tokens <= context_length) both give the same tokens
+(the tests prove it, greedy and seeded sampling, for every model option). Past the window the
+plain loop shows the model the last context_length tokens at every step, which a cache cannot do
+cheaply, so the cache does something cheaper and different, depending on the model's positions:
+
+- learned positions (a key depends on its absolute position, so a moving window invalidates every
+  key): when the cache is full it starts again from the last context_length // 2 tokens (one
+  forward pass over them), then grows one token per step until full again. Each token past the
+  window is thus predicted from the last L tokens, L going context_length // 2, ..., context_length
+  and round again, where the plain loop always uses context_length: exactly the tokens of a plain
+  loop that crops its context that way (tested), at the cost of one short forward pass every
+  (context_length + 1) // 2 + 1 steps instead of a full one per step.
+- rotary positions (scores depend only on the distance between two positions): the cache slides,
+  the oldest token dropping out of view as each new one arrives, and never starts again. In the
+  first block this is exactly the plain loop's attention (same keys, same distances). From the
+  second block on, the cached keys and values of the older tokens were computed when those tokens
+  could still see up to context_length - 1 tokens before them, which the plain loop's window has
+  already cut off: it equals running the whole text through the model with each query limited to
+  the last context_length tokens (a sliding-window mask, as in Mistral), not the plain loop. A
+  one-block model gives exactly the plain loop's tokens (tested).
 """
 
 from __future__ import annotations
@@ -81,16 +102,16 @@ def next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None
 
 
 def generate_tokens(model: nn.Module, idx: torch.Tensor, max_new_tokens: int,
-                    temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                    context_length: int | None = None, temperature: float = 1.0,
+                    top_k: int | None = None, top_p: float | None = None,
                     frequency_penalty: float = 0.0, presence_penalty: float = 0.0,
                     generator: torch.Generator | None = None,
                     use_cache: bool = True) -> Iterator[torch.Tensor]:
     """Yield the next token of every row, (B, 1), `max_new_tokens` times (stop early by breaking out).
 
-    With `use_cache`, each step feeds only the new token while the text fits in `context_length`.
-    Past that, the window slides, every position shifts, and cached keys and values no longer
-    match: the cache is rebuilt from the cropped window at every step, as costly as the plain loop
-    but giving the same tokens.
+    The model sees at most the last `context_length` tokens (default: the model's own; a smaller
+    one is allowed). With `use_cache`, each step feeds only the new token; what that changes past
+    the window is in this module's docstring.
     """
     check_sampling_options(temperature, top_k, top_p, frequency_penalty, presence_penalty)
     if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.size(1) == 0:
@@ -98,50 +119,77 @@ def generate_tokens(model: nn.Module, idx: torch.Tensor, max_new_tokens: int,
                          f"cannot be empty), got {_found(idx)}")
     check_token_ids(idx, model.config.vocab_size, "idx")
     check_whole_number("max_new_tokens", max_new_tokens, low=0)
+    context_length = _checked_context_length(model, context_length)
     # Checked above, at the call; the loop below runs lazily, as the caller asks for tokens.
-    return _token_loop(model, idx, max_new_tokens, temperature, top_k, top_p, frequency_penalty,
-                       presence_penalty, generator, use_cache)
+    return _token_loop(model, idx, max_new_tokens, context_length, temperature, top_k, top_p,
+                       frequency_penalty, presence_penalty, generator, use_cache)
+
+
+def _checked_context_length(model: nn.Module, context_length: int | None) -> int:
+    """The model's context_length if None; otherwise a whole number in [1, the model's]."""
+    limit = model.config.context_length
+    if context_length is None:
+        return limit
+    is_whole = isinstance(context_length, int) and not isinstance(context_length, bool)
+    if not is_whole or not 1 <= context_length <= limit:
+        raise ValueError(f"context_length must be a whole number in [1, {limit}] (the model's "
+                         f"context_length), got {context_length!r}")
+    return context_length
+
+
+def refill_length(context_length: int) -> int:
+    """How many of the latest tokens a full KV cache with learned positions starts again from."""
+    return max(1, context_length // 2)
 
 
 @torch.no_grad()
-def _token_loop(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, temperature: float,
-                top_k: int | None, top_p: float | None, frequency_penalty: float,
-                presence_penalty: float, generator: torch.Generator | None,
-                use_cache: bool) -> Iterator[torch.Tensor]:
-    context_length = model.config.context_length
+def _token_loop(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, context_length: int,
+                temperature: float, top_k: int | None, top_p: float | None,
+                frequency_penalty: float, presence_penalty: float,
+                generator: torch.Generator | None, use_cache: bool) -> Iterator[torch.Tensor]:
     was_training = model.training
     model.eval()
     try:
-        counts = torch.zeros(idx.size(0), model.config.vocab_size, device=idx.device)  # (B, V)
-        seq, caches, pending = idx, None, idx[:, -context_length:]
-        for _ in range(max_new_tokens):
-            if use_cache:
-                if caches is None or len(caches[0]) + pending.size(1) > context_length:
-                    # Full, or first step: start again from the cropped context (exactly what the
-                    # plain loop sees); positions shift, so old keys and values cannot be reused.
-                    caches, pending = model.new_kv_caches(), seq[:, -context_length:]
-                logits, _ = model(pending, kv_caches=caches, last_only=True)
+        B, T = idx.shape
+        counts = torch.zeros(B, model.config.vocab_size, device=idx.device)  # (B, V)
+        seq = idx.new_empty(B, T + max_new_tokens)  # the whole text, written in place
+        seq[:, :T] = idx
+        caches = model.new_kv_caches(context_length) if use_cache else None
+        pending = idx[:, -context_length:]  # the tokens the caches have not seen yet
+        for n in range(T, T + max_new_tokens):  # n tokens so far
+            if not use_cache:
+                logits, _ = model(seq[:, max(0, n - context_length):n], last_only=True)
             else:
-                logits, _ = model(seq[:, -context_length:], last_only=True)
+                if not caches[0].room_for(pending.size(1)):
+                    # Full (learned positions only; rotary caches slide): start again from the
+                    # latest tokens, reusing the buffers.
+                    for cache in caches:
+                        cache.reset()
+                    pending = seq[:, n - refill_length(context_length):n]
+                logits, _ = model(pending, kv_caches=caches, last_only=True)
             logits = logits[:, -1, :]  # (B, V): only the last position predicts the next token
             if frequency_penalty or presence_penalty:
                 logits = apply_penalties(logits, counts, frequency_penalty, presence_penalty)
             token = next_token(logits, temperature, top_k, top_p, generator)  # (B, 1)
             counts.scatter_add_(1, token, torch.ones_like(token, dtype=counts.dtype))
-            seq = torch.cat([seq, token], dim=1)  # (B, T + 1)
+            seq[:, n:n + 1] = token
             pending = token
             yield token
     finally:
         model.train(was_training)
 
 
-def generate(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, **options) -> torch.Tensor:
+def generate(model: nn.Module, idx: torch.Tensor, max_new_tokens: int,
+             context_length: int | None = None, temperature: float = 1.0,
+             top_k: int | None = None, top_p: float | None = None, frequency_penalty: float = 0.0,
+             presence_penalty: float = 0.0, generator: torch.Generator | None = None,
+             use_cache: bool = True) -> torch.Tensor:
     """The prompt ids (B, T) followed by `max_new_tokens` new ones: (B, T + max_new_tokens).
 
-    Options as in `generate_tokens`: temperature, top_k, top_p, frequency_penalty,
-    presence_penalty, generator, use_cache.
+    The options are `generate_tokens`'s; context_length defaults to the model's.
     """
-    new = list(generate_tokens(model, idx, max_new_tokens, **options))
+    new = list(generate_tokens(model, idx, max_new_tokens, context_length, temperature, top_k,
+                               top_p, frequency_penalty, presence_penalty, generator, use_cache))
     return torch.cat([idx, *new], dim=1)
 
 

@@ -63,7 +63,7 @@ def test_kv_cache_one_token_at_a_time_equals_full_pass():
     for fused in (True, False):
         attention = MultiHeadAttention(config, fused=fused).eval()
         x = torch.randn(2, 12, 32)
-        cache = KVCache()
+        cache = KVCache(window=16)
         prefix = attention(x[:, :5], cache)
         steps = [attention(x[:, t:t + 1], cache) for t in range(5, 12)]
         torch.testing.assert_close(torch.cat([prefix, *steps], dim=1), attention(x), atol=1e-6, rtol=1e-5)

@@ -1,0 +1,42 @@
+"""Rotary position embeddings: tell attention where each token is by turning its query and key.
+
+A learned position table adds a vector per position to the token embedding, so the model sees
+absolute positions and knows none beyond `context_length`. Rotary embeddings (RoFormer, 2021)
+instead split each head's query and key into pairs of numbers and turn pair i of the token at
+position p by the angle p * base^(-2i / head_size): fast turns for the first pairs, slow ones for
+the last. A dot product of two turned vectors depends only on the *difference* of their angles,
+so the score of query position p against key position s depends on p - s alone: attention sees
+relative positions, and shifting every position by the same amount changes no score.
+
+Here the pairs are (x[i], x[i + head_size // 2]): the first half of the head against the second
+half, which is the same maths as neighbouring pairs with the dimensions listed in another order.
+"""
+
+from __future__ import annotations
+
+import torch
+
+ROTARY_BASE = 10_000.0
+
+
+def rotary_frequencies(head_size: int, base: float = ROTARY_BASE,
+                       device: str | torch.device | None = None) -> torch.Tensor:
+    """(head_size // 2,) angles per position step, from 1 down to nearly 1 / base."""
+    if head_size % 2:
+        raise ValueError(f"head_size must be even for rotary embeddings (it turns pairs), got {head_size}")
+    exponents = torch.arange(0, head_size, 2, device=device, dtype=torch.float32) / head_size
+    return base ** -exponents
+
+
+def apply_rotary(x: torch.Tensor, positions: torch.Tensor, base: float = ROTARY_BASE) -> torch.Tensor:
+    """Turn each pair of x's last dimension by its position's angle: x (..., T, head_size), positions (T,).
+
+    Returns a tensor of x's shape and dtype. The angles are computed in float32 from the integer
+    positions, so two calls with the same positions give the same numbers.
+    """
+    frequencies = rotary_frequencies(x.size(-1), base, x.device)  # (half,), half = head_size // 2
+    angles = positions.to(torch.float32)[:, None] * frequencies  # (T, half)
+    half = frequencies.numel()
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    x1, x2 = x[..., :half], x[..., half:]  # the two numbers of each pair, each (..., T, half)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)  # (..., T, head_size)
