@@ -64,16 +64,87 @@ def test_empty_prompt_is_refused(tiny_model, char_tokenizer):
         sample_text(tiny_model, char_tokenizer, "", 3)
 
 
-@pytest.mark.parametrize("options", [dict(temperature=0), dict(temperature=1.0, top_k=10),
-                                     dict(temperature=0.9, top_p=0.9, frequency_penalty=0.3,
-                                          presence_penalty=0.2)])
-def test_kv_cache_gives_the_same_tokens_as_the_plain_loop(tiny_model, options):
-    """40 new tokens from a 5-token prompt with context 16: the cache fills, is rebuilt, and still agrees."""
-    prompt = torch.randint(tiny_model.config.vocab_size, (3, 5), generator=torch.Generator().manual_seed(0))
-    runs = [generate(tiny_model, prompt, 40, generator=torch.Generator().manual_seed(1),
+SAMPLING = [dict(temperature=0), dict(temperature=1.0, top_k=10),
+            dict(temperature=0.9, top_p=0.9, frequency_penalty=0.3, presence_penalty=0.2)]
+
+
+def both_loops(model, prompt, new_tokens, **options):
+    """(with the cache, without), same seed."""
+    return [generate(model, prompt, new_tokens, generator=torch.Generator().manual_seed(1),
                      use_cache=use_cache, **options) for use_cache in (True, False)]
-    assert runs[0].shape == (3, 45)
-    assert torch.equal(runs[0], runs[1])
+
+
+@pytest.mark.parametrize("options", SAMPLING)
+def test_kv_cache_gives_the_plain_loops_tokens_within_the_window(tiny_model, options):
+    """5-token prompt + 11 new tokens = context_length 16: every step fits in the window."""
+    prompt = torch.randint(tiny_model.config.vocab_size, (3, 5), generator=torch.Generator().manual_seed(0))
+    cached, plain = both_loops(tiny_model, prompt, 11, **options)
+    assert cached.shape == (3, 16)
+    assert torch.equal(cached, plain)
+
+
+@torch.no_grad()
+def plain_loop_with_context_lengths(model, prompt, lengths, temperature=1.0, top_k=None, top_p=None,
+                                    frequency_penalty=0.0, presence_penalty=0.0):
+    """The plain loop written out, but step i sees only the last lengths[i] tokens."""
+    generator = torch.Generator().manual_seed(1)
+    counts = torch.zeros(prompt.size(0), model.config.vocab_size)
+    seq = prompt
+    for length in lengths:
+        logits = model(seq[:, -length:])[0][:, -1]  # (B, V)
+        logits = apply_penalties(logits, counts, frequency_penalty, presence_penalty)
+        token = next_token(logits, temperature, top_k, top_p, generator)  # (B, 1)
+        counts.scatter_add_(1, token, torch.ones_like(token, dtype=counts.dtype))
+        seq = torch.cat([seq, token], dim=1)
+    return seq
+
+
+@pytest.mark.parametrize("options", SAMPLING)
+def test_past_the_window_a_learned_position_cache_restarts_from_half_the_window(tiny_model, options):
+    """Documented: the context grows from context_length // 2 to context_length, then starts again."""
+    C = tiny_model.config.context_length  # 16
+    prompt = torch.randint(tiny_model.config.vocab_size, (2, 5), generator=torch.Generator().manual_seed(0))
+    lengths = list(range(5, C + 1)) + 4 * list(range(C // 2, C + 1))  # 5..16, then 8..16 again and again
+    expected = plain_loop_with_context_lengths(tiny_model, prompt, lengths[:40], **options)
+    cached, plain = both_loops(tiny_model, prompt, 40, **options)
+    assert torch.equal(cached, expected)
+    assert torch.equal(cached[:, :C + 1], plain[:, :C + 1])  # within the window: the plain loop's
+
+
+def test_a_prompt_longer_than_the_window_starts_from_its_last_context_length_tokens(tiny_model):
+    C = tiny_model.config.context_length
+    prompt = torch.randint(tiny_model.config.vocab_size, (1, 3 * C), generator=torch.Generator().manual_seed(2))
+    lengths = [C] + list(range(C // 2, C + 1))
+    expected = plain_loop_with_context_lengths(tiny_model, prompt, lengths[:6], temperature=0)
+    cached, plain = both_loops(tiny_model, prompt, 6, temperature=0)
+    assert torch.equal(cached, expected)
+    assert torch.equal(cached[:, :3 * C + 1], plain[:, :3 * C + 1])
+
+
+def test_a_smaller_context_length_crops_both_loops_alike(tiny_model):
+    prompt = torch.randint(tiny_model.config.vocab_size, (2, 3), generator=torch.Generator().manual_seed(0))
+    cached, plain = both_loops(tiny_model, prompt, 5, context_length=8, temperature=0.8)
+    assert torch.equal(cached, plain)
+    by_hand = plain_loop_with_context_lengths(tiny_model, prompt, [3, 4, 5, 6, 7, 8, 8, 8, 8, 8, 8, 8],
+                                              temperature=0)
+    assert torch.equal(generate(tiny_model, prompt, 12, context_length=8, temperature=0, use_cache=False),
+                       by_hand)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 17, 2.5, True, "8"])
+def test_context_length_beyond_the_models_is_refused_by_name(tiny_model, bad):
+    message = rf"context_length must be a whole number in \[1, 16\] \(the model's context_length\), got {bad!r}"
+    with pytest.raises(ValueError, match=message):
+        generate(tiny_model, torch.zeros(1, 1, dtype=torch.long), 3, context_length=bad)
+
+
+def test_generate_takes_the_agreed_arguments_in_order(tiny_model):
+    """The chapters and exercises rely on this order: (model, idx, max_new_tokens, context_length, ...)."""
+    import inspect
+    names = list(inspect.signature(generate).parameters)
+    assert names == ["model", "idx", "max_new_tokens", "context_length", "temperature", "top_k", "top_p",
+                     "frequency_penalty", "presence_penalty", "generator", "use_cache"]
+    assert generate(tiny_model, torch.zeros(1, 2, dtype=torch.long), 3, 4, 0).shape == (1, 5)
 
 
 def test_context_is_cropped_past_context_length(tiny_model):
