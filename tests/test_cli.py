@@ -228,3 +228,100 @@ def test_minigpt_train_stays_the_function_whoever_imports_the_module_first():
             "assert callable(train) and train.__module__ == 'minigpt.train', train\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+# -- presets ---------------------------------------------------------------------------------------
+
+def test_a_preset_sets_its_values_and_given_options_win(tmp_path):
+    from minigpt.cli import build_parser, plan_run
+
+    parse = build_parser().parse_args
+    plan = plan_run(parse(["train", "--preset", "speedrun", "--out", str(tmp_path / "a")]))
+    assert plan.train_config.optimizer == "muon" and plan.train_config.max_iters == 450
+    assert plan.model_options["position"] == "rotary" and plan.model_options["tie_weights"] is False
+    plan = plan_run(parse(["train", "--preset", "speedrun", "--max-iters", "7", "--mlp", "swiglu",
+                           "--optimizer", "adamw", "--out", str(tmp_path / "b")]))
+    assert plan.train_config.max_iters == 7 and plan.train_config.optimizer == "adamw"
+    assert plan.model_options["mlp"] == "swiglu" and plan.model_options["norm"] == "rms"
+    assert plan.train_config.schedule == "wsd"  # not given: the preset's
+    baby = plan_run(parse(["train", "--preset", "baby", "--out", str(tmp_path / "c")]))
+    default = plan_run(parse(["train", "--out", str(tmp_path / "d")]))
+    assert baby.train_config == default.train_config
+
+
+def test_preset_errors_name_the_option(tmp_path, capsys, trained):
+    out, _ = trained
+    assert main(["train", "--preset", "speedrun", "--resume", str(out / "ckpt.pt")]) == 2
+    assert "--preset" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # argparse's own refusal of an unknown choice
+        main(["train", "--preset", "fast"])
+    assert exit_.value.code == 2 and "--preset" in capsys.readouterr().err
+    # a value that clashes with the preset's: the option named is the preset's field
+    assert main(["train", "--preset", "baby", "--learning-rate", "1e-5", "--out",
+                 str(tmp_path)]) == 2
+    assert "--min-lr" in capsys.readouterr().err
+
+
+def test_help_lists_the_presets_and_what_they_set(capsys):
+    from minigpt.presets import PRESETS
+
+    text = " ".join(help_text("train", capsys).split())
+    assert "--preset {baby,speedrun}" in text
+    for name, values in PRESETS.items():
+        assert f"{name}: " in text
+        for key, value in values.items():
+            assert f"{key}={value}" in text
+
+
+def test_speedrun_preset_trains_and_resumes_through_the_command(corpus_file, tmp_path):
+    small = ["--context-length", "16", "--d-model", "32", "--num-heads", "2", "--num-blocks", "1",
+             "--batch-size", "4", "--eval-iters", "2", "--sample-tokens", "0", "--no-progress"]
+    minigpt("train", "--preset", "speedrun", "--data", corpus_file, "--max-iters", "6",
+            "--eval-interval", "3", "--out", tmp_path, *small)
+    ckpt = load_checkpoint(tmp_path / "ckpt.pt")
+    assert ckpt.config.position == "rotary" and ckpt.train_state["train_config"]["optimizer"] == "muon"
+    proc = minigpt("train", "--resume", tmp_path / "ckpt.pt", "--max-iters", "9", "--no-progress")
+    assert "resumed from" in proc.stdout and "done at step 9" in proc.stdout
+
+
+# -- minigpt evaluate ------------------------------------------------------------------------------
+
+def test_evaluate_prints_loss_perplexity_and_bits_per_character(trained):
+    import math
+
+    import torch
+
+    from minigpt.data import encode_corpus, load_text, train_val_split
+    from minigpt.evaluate import evaluate_split
+
+    out, _ = trained
+    proc = minigpt("evaluate", "--checkpoint", out / "best.pt", "--device", "cpu")
+    lines = dict(line.split(": ", 1) for line in proc.stdout.splitlines()[1:])
+    assert set(lines) == {"loss", "perplexity", "bits per character"}
+    loss = float(lines["loss"])
+    ckpt = load_checkpoint(out / "best.pt")
+    ids = encode_corpus(load_text(ckpt.train_state["data"]), ckpt.tokenizer)
+    val = train_val_split(ids, ckpt.train_state["val_fraction"])[1]
+    torch.manual_seed(0)
+    assert loss == pytest.approx(evaluate_split(ckpt.model, val, 16, 7), abs=1e-4)
+    assert float(lines["perplexity"]) == pytest.approx(math.exp(loss), rel=1e-3)
+    assert float(lines["bits per character"]) == pytest.approx(loss / math.log(2), rel=1e-3)
+    whole = minigpt("evaluate", "--checkpoint", out / "best.pt", "--split", "all")
+    assert f"{len(ids) - 1:,} tokens predicted" in whole.stdout
+
+
+def test_evaluate_errors_name_the_option(trained, tmp_path, capsys):
+    out, _ = trained
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "none.pt")]) == 2
+    assert "--checkpoint" in capsys.readouterr().err
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes((out / "best.pt").read_bytes()[:1000])
+    assert main(["evaluate", "--checkpoint", str(corrupt)]) == 2
+    err = capsys.readouterr().err
+    assert "--checkpoint" in err and "corrupt" in err
+    alien = tmp_path / "alien.txt"
+    alien.write_text("日本語のテキスト" * 20, encoding="utf-8")
+    assert main(["evaluate", "--checkpoint", str(out / "best.pt"), "--data", str(alien)]) == 2
+    assert "--data" in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", str(out / "best.pt"), "--data", str(tmp_path / "x")]) == 2
+    assert "--data" in capsys.readouterr().err

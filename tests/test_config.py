@@ -84,3 +84,35 @@ def test_every_field_says_what_it_means():
     for cls in (GPTConfig, TrainConfig, SampleConfig):
         for f in fields(cls):
             assert f.metadata["help"], f"{cls.__name__}.{f.name} has no help"
+
+
+def test_presets_name_known_fields_with_allowed_values():
+    from minigpt.cli import DataConfig
+    from minigpt.presets import PRESETS
+
+    owners = {f.name: cls for cls in (DataConfig, GPTConfig, TrainConfig) for f in fields(cls)}
+    assert set(PRESETS) == {"baby", "speedrun"}
+    assert set(PRESETS["baby"]) == set(PRESETS["speedrun"])  # one preset undoes the other
+    for name, values in PRESETS.items():
+        unknown = set(values) - set(owners)
+        assert not unknown, f"preset {name} sets unknown fields {unknown}"
+        for cls in (DataConfig, GPTConfig, TrainConfig):
+            mine = {k: v for k, v in values.items() if owners[k] is cls}
+            cls(**({"vocab_size": 65} if cls is GPTConfig else {}), **mine)  # checks every value
+
+
+def test_the_baby_preset_is_the_defaults():
+    from minigpt.cli import DataConfig
+    from minigpt.presets import PRESETS
+
+    defaults = {f.name: f.default for cls in (DataConfig, GPTConfig, TrainConfig) for f in fields(cls)}
+    assert {k: defaults[k] for k in PRESETS["baby"]} == PRESETS["baby"]
+
+
+def test_train_config_new_knobs_are_checked():
+    for values, parameter in ((dict(optimizer="sgd"), "optimizer"), (dict(schedule="step"), "schedule"),
+                              (dict(muon_lr=0.0), "muon_lr"), (dict(head_lr=-1.0), "head_lr"),
+                              (dict(decay_fraction=1.5), "decay_fraction")):
+        with pytest.raises(ConfigError, match=parameter):
+            TrainConfig(**values)
+    assert TrainConfig(head_lr=None).head_lr is None
