@@ -1,14 +1,21 @@
-"""Chapter 6 exercises: turning a loss into numbers people can compare.
+"""Chapter 6 exercises: turning a loss into numbers people can compare, and looking inside it.
 
 The loss is a mean cross-entropy in nats per token. Perplexity reads it as
-"how many tokens the model is hesitating between"; bits per character makes
-models with different tokenizers comparable, because it counts characters,
-which every tokenizer shares, instead of tokens.
+"how many tokens the model is hesitating between"; bits per character (or per
+UTF-8 byte) makes models with different tokenizers comparable, because it
+counts characters (or bytes), which every tokenizer shares, instead of tokens.
+``best_step`` picks the checkpoint to keep, ``dropout`` is the regulariser the
+chapter uses against overfitting, and ``loss_by_position`` splits the loss by
+how much context the model had.
 """
 
 from __future__ import annotations
 
 import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
 
 
 def perplexity(loss: float) -> float:
@@ -27,19 +34,43 @@ def perplexity(loss: float) -> float:
     raise NotImplementedError
 
 
-def bits_per_char(loss_nats_per_token: float, num_tokens: int, num_chars: int) -> float:
+def bits_per_char(loss: float, num_tokens: int, num_chars: int) -> float:
     """Convert a loss in nats per token into bits per character.
 
-    The total information is ``loss_nats_per_token * num_tokens`` nats; one
-    bit is ln(2) nats; divide by the number of characters the tokens encode.
+    The total information is ``loss * num_tokens`` nats; one bit is ln(2)
+    nats; divide by the number of characters the tokens encode.
 
     Args:
-        loss_nats_per_token: mean cross-entropy in nats per token.
+        loss: mean cross-entropy in nats per token.
         num_tokens: how many tokens the text was encoded into.
         num_chars: how many characters the text has.
 
     Returns:
-        ``loss_nats_per_token * num_tokens / (num_chars * ln 2)`` as a float.
+        ``loss * num_tokens / (num_chars * ln 2)`` as a float.
+    """
+    # Your code here.
+    raise NotImplementedError
+
+
+def bits_per_byte(loss: float, num_tokens: int, num_bytes: int) -> float:
+    """Convert a loss in nats per token into bits per UTF-8 byte.
+
+    The same total information as in ``bits_per_char``, spread over the
+    bytes of the text's UTF-8 encoding (``len(text.encode("utf-8"))``)
+    instead of its characters: a character takes 1 to 4 bytes, so this is
+    the unit that stays fair across languages and scripts.
+
+    Args:
+        loss: mean cross-entropy in nats per token.
+        num_tokens: how many tokens the text was encoded into.
+        num_bytes: how many bytes the text's UTF-8 encoding has; a whole
+            number >= 1.
+
+    Returns:
+        ``loss * num_tokens / (num_bytes * ln 2)`` as a float.
+
+    Raises:
+        ValueError: naming ``num_bytes`` if it is not a whole number >= 1.
     """
     # Your code here.
     raise NotImplementedError
@@ -55,6 +86,62 @@ def best_step(history: list[dict]) -> int:
     Returns:
         The ``"step"`` of the record with the smallest ``"val"``; on a tie,
         the record that comes first in the list.
+    """
+    # Your code here.
+    raise NotImplementedError
+
+
+def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
+    """Inverted dropout: zero each entry with probability ``p``, scale the rest by ``1 / (1 - p)``.
+
+    The scaling keeps every entry's expected value equal to ``x``, so the
+    network sees the same sizes in training and in evaluation, where dropout
+    does nothing. Draw the random numbers from torch's global generator
+    (``torch.rand``, ``torch.bernoulli``, ...), one independent draw per entry.
+
+    Args:
+        x: a float tensor of any shape; it is not changed.
+        p: the probability of zeroing an entry, 0 <= p <= 1.
+        training: if False, return ``x`` unchanged (evaluation mode).
+
+    Returns:
+        A new tensor of the shape of ``x``: each entry 0 or ``x / (1 - p)``;
+        all zeros when ``p == 1`` (never NaN); ``x`` itself when not training.
+
+    Raises:
+        ValueError: naming ``p`` if it is outside [0, 1].
+    """
+    # Your code here.
+    raise NotImplementedError
+
+
+@torch.no_grad()
+def loss_by_position(model: nn.Module, data: torch.Tensor, context_length: int,
+                     batch_size: int = 32) -> torch.Tensor:
+    """The mean loss at each position of the context, over every window of ``data``.
+
+    Cut ``data`` into consecutive, non-overlapping windows: x starts at 0,
+    context_length, 2 * context_length, ... as long as its targets fit (the
+    windows of chapter 2's ``sequential_batches``). Run the model on them
+    ``batch_size`` windows at a time, in eval mode (dropout off) and without
+    building a graph, and average the cross-entropy of position t over all
+    windows. Position 0 predicts from one token of context, the last position
+    from ``context_length`` tokens. Put the model back in the mode it was in.
+
+    Args:
+        model: called as ``model(x)``, returns ``(logits, loss)`` with logits of
+            shape (B, T, vocab_size).
+        data: 1-D tensor of token ids, at least ``context_length + 1`` long.
+        context_length: T, the length of each window; a whole number >= 1.
+        batch_size: how many windows to run at once (only memory depends on it).
+
+    Returns:
+        A float tensor of shape (context_length,): entry t is the mean loss, in
+        nats, of predicting the token after position t.
+
+    Raises:
+        ValueError: naming ``context_length`` if it is not a whole number >= 1,
+            or ``data`` if it is shorter than ``context_length + 1``.
     """
     # Your code here.
     raise NotImplementedError
