@@ -60,16 +60,29 @@ test-package: $(VENV)/.dev
 test-exercises: $(VENV)/.dev
 	$(BIN)/python -m pytest exercises/ --solutions
 
+# --nbval-current-env: the notebooks run on .venv's Python even if another "python3" kernel is installed.
 test-chapters: $(VENV)/.dev
-	$(BIN)/python -m pytest --nbval-lax chapters/
+	$(BIN)/python -m pytest --nbval-lax --nbval-current-env chapters/
 
-## Grade your own exercises (what a learner runs).
+## Grade your own exercises (what a learner runs): all chapters, or one with CHAPTER=02.
 grade: $(VENV)/.dev
-	$(BIN)/python -m pytest exercises/
+	$(BIN)/python -m pytest $(if $(CHAPTER),$(or $(wildcard exercises/test_ex$(CHAPTER)_*.py),$(error \
+	  CHAPTER=$(CHAPTER) matches no exercises/test_ex$(CHAPTER)_*.py: give two digits, e.g. make grade CHAPTER=02)),exercises/)
 
-## Open the course in JupyterLab, in the project's environment.
+# The shell of JupyterLab's terminals: the learner's ~/.bashrc, then .venv/bin first on PATH, so
+# `pytest` and `python` there are the project's even when ~/.bashrc puts pyenv or conda first.
+LAB_BASHRC := $(VENV)/lab-bashrc
+LAB_OPTIONS ?=
+
+## Open the course in JupyterLab, in the project's environment (its terminals too: File > New > Terminal).
 lab: $(VENV)/.lab
-	$(BIN)/jupyter lab chapters/
+	@printf '%s\n' '# Written by `make lab`: the start-up file of the shell in JupyterLab'"'"'s terminals.' \
+	  '[ -f ~/.bashrc ] && . ~/.bashrc' \
+	  'export VIRTUAL_ENV="$(abspath $(VENV))"' \
+	  'export PATH="$(abspath $(BIN)):$$PATH"' > $(LAB_BASHRC)
+	PATH="$(abspath $(BIN)):$$PATH" VIRTUAL_ENV="$(abspath $(VENV))" $(BIN)/jupyter lab $(LAB_OPTIONS) \
+	  --ServerApp.terminado_settings="shell_command=bash --rcfile '$(abspath $(LAB_BASHRC))'" \
+	  chapters/01_tokenization.ipynb
 
 ## Print speed and quality figures (slow: minutes).
 bench: $(VENV)/.base
