@@ -109,6 +109,10 @@ def stub_edits(tree: ast.Module, lines: list[str]) -> list[tuple[int, int, list[
     def visit(statements: list[ast.stmt]) -> None:
         for node in statements:
             if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                for block in ("body", "orelse", "finalbody"):  # defs under if/try/with/for
+                    visit(getattr(node, block, []))
+                for handler in getattr(node, "handlers", []):
+                    visit(handler.body)
                 continue
             if is_given(node, lines):
                 continue

@@ -373,6 +373,18 @@ def test_notebook(notebook, check):
     assert not (problems := NOTEBOOK_CHECKS[check](notebook)), report(problems)
 
 
+def test_readme_grades_with_the_notebooks_commands():
+    """The README's learner's loop gives a chapter's grading cell and terminal command, as the notebooks do."""
+    readme = "\n".join(line.strip() for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines())
+    graders = re.findall(r"-m pytest -q \.\./exercises/(test_ex\d\d_\w+\.py)", readme)
+    assert graders, "README.md: the learner's loop should show the grading cell: " + GRADING_CELL.format(grader="...")
+    for grader in graders:
+        assert (EXERCISES / grader).is_file(), f"README.md names exercises/{grader}, which does not exist"
+        assert GRADING_CELL.format(grader=grader) in readme, "README.md: write the grading cell exactly as the notebooks do"
+        assert TERMINAL_COMMAND.format(grader=grader) in readme, \
+            f"README.md: give the terminal command {TERMINAL_COMMAND.format(grader=grader)} beside the grading cell"
+
+
 def test_diagrams_regenerate_and_match_what_is_committed():
     assert not (problems := diagram_problems()), report(problems)
 
@@ -520,6 +532,84 @@ def test_section_lists_and_ranges_are_read_whole():
     assert referenced_numbers("2–4") == [2, 3, 4]
     assert referenced_numbers("2 and 5") == [2, 5]
     assert referenced_numbers("1, 3 or 6") == [1, 3, 6]
+
+
+SOLUTION = '''"""Module."""
+
+import torch
+
+SIZE = 4  # kept
+
+
+def public(x,  # a comment in the signature
+           y):
+    """Doc."""
+    # a solution comment
+    return x + y
+
+
+def _private_helper():
+    return 1
+
+
+def helper(x):  # given
+    return x * 2
+
+
+class Model:
+    """Doc."""
+
+    def __init__(self, n):
+        """Doc."""
+        self.n = n
+
+    @staticmethod
+    def _init_weights(m):
+        return m
+
+    def forward(self, x):
+        return x
+        # trailing solution comment
+'''
+STUB = '''"""Module."""
+
+import torch
+
+SIZE = 4  # kept
+
+
+def public(x,  # a comment in the signature
+           y):
+    """Doc."""
+    # Your code here.
+    raise NotImplementedError
+
+
+def helper(x):  # given
+    return x * 2
+
+
+class Model:
+    """Doc."""
+
+    def __init__(self, n):
+        """Doc."""
+        # Your code here.
+        raise NotImplementedError
+
+    def forward(self, x):
+        # Your code here.
+        raise NotImplementedError
+'''
+
+
+def test_make_stub_keeps_the_text_around_the_bodies():
+    import runpy
+
+    make_stub = runpy.run_path(str(EXERCISES / "make_stubs.py"))["make_stub"]
+    assert make_stub(SOLUTION) == STUB
+    with pytest.raises(ValueError, match="own line"):
+        make_stub("def f(x): return x\n")
 
 
 def test_a_stub_edited_by_hand_fails_the_stub_check(tmp_path):
