@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from minigpt.config import GPTConfig
-from minigpt.rotary import apply_rotary
+from minigpt.rotary import rotary_cos_sin, rotary_frequencies, rotate
 
 RMS_EPS = 1e-6  # added to the mean square before the square root, so a zero vector stays finite
 
@@ -149,6 +149,8 @@ class MultiHeadAttention(nn.Module):
         self.fused = fused
         self.qk_norm = config.qk_norm
         self.rotary = config.position == "rotary"
+        if self.rotary:  # computed once; not saved (a checkpoint holds learned weights only)
+            self.register_buffer("frequencies", rotary_frequencies(self.head_size), persistent=False)
         self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=config.bias)
         self.proj = nn.Linear(config.d_model, config.d_model, bias=config.bias)
         self.dropout = config.dropout
@@ -165,7 +167,8 @@ class MultiHeadAttention(nn.Module):
             q, k = rms_norm(q), rms_norm(k)
         if self.rotary:
             positions = torch.arange(start, start + T, device=x.device)  # (T,)
-            q, k = apply_rotary(q, positions), apply_rotary(k, positions)
+            cos, sin = rotary_cos_sin(positions, self.frequencies)  # each (T, head_size // 2)
+            q, k = rotate(q, cos, sin), rotate(k, cos, sin)  # what apply_rotary(q, positions) gives
         return q, k, v
 
     def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
@@ -184,6 +187,10 @@ class MultiHeadAttention(nn.Module):
         dropout_p = self.dropout if self.training else 0.0
         if self.fused and past == 0:
             return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+        if T == 1:  # one new token, the latest: it may look at every key, no mask needed
+            if self.fused:
+                return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+            return scaled_dot_product_attention(q, k, v, None, self.attn_dropout)[0]
         mask = causal_mask(T_k, device=q.device)[past:]  # (T, T_k)
         if self.fused:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)

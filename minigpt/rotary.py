@@ -28,15 +28,28 @@ def rotary_frequencies(head_size: int, base: float = ROTARY_BASE,
     return base ** -exponents
 
 
+def rotary_cos_sin(positions: torch.Tensor, frequencies: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of every angle, each (T, head_size // 2): position p, pair i turns by p * frequencies[i].
+
+    Computed in float32 from the integer positions, so the same positions give the same numbers.
+    """
+    angles = positions.to(torch.float32)[:, None] * frequencies  # (T, head_size // 2)
+    return angles.cos(), angles.sin()
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Turn pair i = (x[i], x[i + half]) of x (..., T, head_size) by the angle whose cos and sin are given."""
+    half = x.size(-1) // 2
+    x1, x2 = x[..., :half], x[..., half:]  # the two numbers of each pair, each (..., T, half)
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)  # (..., T, head_size)
+
+
 def apply_rotary(x: torch.Tensor, positions: torch.Tensor, base: float = ROTARY_BASE) -> torch.Tensor:
     """Turn each pair of x's last dimension by its position's angle: x (..., T, head_size), positions (T,).
 
-    Returns a tensor of x's shape and dtype. The angles are computed in float32 from the integer
-    positions, so two calls with the same positions give the same numbers.
+    Returns a tensor of x's shape and dtype. (Attention computes the frequencies once, and the
+    cos and sin once for q and k, with the two functions above: the same numbers.)
     """
-    frequencies = rotary_frequencies(x.size(-1), base, x.device)  # (half,), half = head_size // 2
-    angles = positions.to(torch.float32)[:, None] * frequencies  # (T, half)
-    half = frequencies.numel()
-    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
-    x1, x2 = x[..., :half], x[..., half:]  # the two numbers of each pair, each (..., T, half)
-    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)  # (..., T, head_size)
+    frequencies = rotary_frequencies(x.size(-1), base, x.device)  # (head_size // 2,)
+    return rotate(x, *rotary_cos_sin(positions, frequencies))
