@@ -81,7 +81,8 @@ def body_span(fn: Function, lines: list[str]) -> tuple[int, int, str]:
     code = body[1:] if has_docstring else body
     if body[0].lineno == fn.lineno:
         raise ValueError(f"line {fn.lineno}: put the body of {fn.name}() on its own line, below the signature")
-    indent = " " * body[0].col_offset
+    first = lines[body[0].lineno - 1]
+    indent = first[:len(first) - len(first.lstrip())]  # the body's own whitespace (spaces or tabs)
     if has_docstring:
         start = body[0].end_lineno  # 0-based index of the line after the docstring
         if code and code[0].lineno == body[0].end_lineno:
@@ -152,6 +153,8 @@ def make_stub(source: str, name: str = "<solution>") -> str:
 def select(names: list[str], solutions: Path) -> list[Path]:
     """The solution files the selectors name (``ex02``, ``ex02_batching.py``, a path); all without any."""
     files = sorted(p for p in solutions.glob("ex[0-9][0-9]_*.py") if EXERCISE_NAME.fullmatch(p.name))
+    if not files:
+        raise SystemExit(f"make_stubs.py: no exNN_<topic>.py in {solutions}")
     if not names:
         return files
     chosen = []
