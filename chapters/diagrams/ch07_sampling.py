@@ -104,11 +104,3 @@ def figures() -> dict[str, plt.Figure]:
     """The chapter's diagrams by file name."""
     return {"ch07_kv_cache.png": kv_cache_figure(), "ch07_sampling_pipeline.png": pipeline_figure()}
 
-
-if __name__ == "__main__":
-    from pathlib import Path
-
-    out = Path(__file__).resolve().parent.parent / "figures"
-    for name, fig in figures().items():
-        fig.savefig(out / name, dpi=110)
-        print("wrote", out / name)
