@@ -299,8 +299,9 @@ def execution_problems(notebook: Path) -> Problems:
                 if not source(cell).strip()]
     unrun = [str(index) for index, cell in code if source(cell).strip() and cell.get("execution_count") is None]
     if unrun:
-        problems.append(f"{notebook.name} cells {', '.join(unrun)}: never executed: run .venv/bin/jupyter nbconvert "
-                        f"--to notebook --execute --inplace chapters/{notebook.name} and commit it with its outputs")
+        problems.append(f"{notebook.name} cells {', '.join(unrun)}: never executed: run the notebook top to bottom "
+                        f"(JupyterLab's Run All, or jupyter nbconvert --to notebook --execute --inplace "
+                        f"chapters/{notebook.name}, both installed by `make lab`) and commit it with its outputs")
     return problems
 
 
