@@ -20,6 +20,7 @@ own mistake.
 from __future__ import annotations
 
 import ast
+import importlib.util
 import inspect
 import json
 import re
@@ -639,34 +640,59 @@ def figures():
 '''
 
 
+def diagram_course(root: Path, names: str, shown: str) -> None:
+    """chapters-like folder: diagrams/ (_draw.py and one chapter-2 module), a notebook showing ``shown``."""
+    diagrams = root / "diagrams"
+    diagrams.mkdir()
+    (diagrams / "_draw.py").write_text((CHAPTERS / "diagrams" / "_draw.py").read_text())
+    (diagrams / "ch02_batching.py").write_text(DIAGRAM.replace("{NAMES}", names))
+    write_notebook(root / "02_batching.ipynb", [("markdown", f"![the shift]({shown})")])
+
+
+def run_make_diagrams(argv: list[str], capsys) -> tuple[int, str]:
+    """make_diagrams.main in this process (matplotlib loads once): (exit status, what it printed)."""
+    spec = importlib.util.spec_from_file_location("make_diagrams", CHAPTERS / "diagrams" / "make_diagrams.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    try:
+        status = module.main(argv)
+    except SystemExit as stop:  # a refusal: the message is the exit code
+        print(stop.code)
+        status = 1
+    out = capsys.readouterr()
+    return status, out.out + out.err
+
+
 @pytest.mark.parametrize("case, expected", [
     ("consistent", None),
     ("not drawn", "which no chapters/diagrams/chNN_*.py draws"),
     ("not committed", "missing from chapters/figures/"),
     ("no generator", "is drawn by no chapters/diagrams"),
+    ("resized", "pixels"),
     ("bad name", "must look like"),
 ])
-def test_diagram_check_catches_each_disagreement(tmp_path, case, expected):
-    diagrams = tmp_path / "diagrams"
-    diagrams.mkdir()
-    (diagrams / "_draw.py").write_text((CHAPTERS / "diagrams" / "_draw.py").read_text())
+def test_diagram_check_catches_each_disagreement(tmp_path, capsys, case, expected):
     names = '{"ch02_shift.png": fig}' if case != "bad name" else '{"shift.png": fig}'
-    (diagrams / "ch02_batching.py").write_text(DIAGRAM.replace("{NAMES}", names))
-    shown = "figures/ch02_window.png" if case == "not drawn" else "figures/ch02_shift.png"
-    write_notebook(tmp_path / "02_batching.ipynb", [("markdown", f"![the shift]({shown})")])
-    script = [sys.executable, str(CHAPTERS / "diagrams" / "make_diagrams.py"), "--root", str(tmp_path)]
-    if case != "bad name":
-        assert subprocess.run(script, capture_output=True).returncode == 0
-    assert (tmp_path / "figures" / "ch02_shift.png").is_file() == (case != "bad name")
+    diagram_course(tmp_path, names, "figures/ch02_window.png" if case == "not drawn" else "figures/ch02_shift.png")
+    status, out = run_make_diagrams(["--root", str(tmp_path)], capsys)
+    assert status == (1 if case == "bad name" else 0), out
+    figure = tmp_path / "figures" / "ch02_shift.png"
+    assert figure.is_file() == (case != "bad name")
     if case == "not committed":
-        (tmp_path / "figures" / "ch02_shift.png").unlink()
+        figure.unlink()
     if case == "no generator":
-        (tmp_path / "figures" / "ch02_old.png").write_bytes((tmp_path / "figures" / "ch02_shift.png").read_bytes())
-    run = subprocess.run(script + ["--check"], capture_output=True, text=True)
+        (tmp_path / "figures" / "ch02_old.png").write_bytes(figure.read_bytes())
+    if case == "resized":
+        import matplotlib.pyplot as plt
+
+        fig, _ = plt.subplots(figsize=(1, 1))
+        fig.savefig(figure, dpi=110)
+        plt.close(fig)
+    status, out = run_make_diagrams(["--root", str(tmp_path), "--check"], capsys)
     if expected is None:
-        assert run.returncode == 0, run.stdout + run.stderr
+        assert status == 0, out
     else:
-        assert run.returncode == 1 and expected in run.stdout + run.stderr, run.stdout + run.stderr
+        assert status == 1 and expected in out, out
 
 
 def test_diagrams_are_the_same_bytes_when_drawn_twice(tmp_path):
