@@ -31,7 +31,6 @@ from minigpt.config import (DEVICES, ConfigError, GPTConfig, SampleConfig, Train
 from minigpt.data import encode_corpus, load_text, train_val_split
 from minigpt.evaluate import bits_per_char, evaluate_split, perplexity
 from minigpt.model import GPT
-from minigpt.plotting import plot_loss_curves, save_figure
 from minigpt.presets import PRESETS, describe_presets
 from minigpt.runfolder import CHECKPOINT_NAMES, RunLock, check_out_folder, existing_run
 from minigpt.sampling import sample_text
@@ -390,6 +389,9 @@ def _train(plan: RunPlan) -> int:
           f"{elapsed:.1f} s; last evaluation (step {last['step']}): train loss "
           f"{last['train']:.4f}, val loss {last['val']:.4f}")
     print(f"checkpoint: {result.checkpoint or 'none (no step was finished)'}")
+    # imported only now: matplotlib adds about 30 MB, which would otherwise sit through training
+    from minigpt.plotting import plot_loss_curves, save_figure
+
     curve = save_figure(plot_loss_curves(result.history, result.train_losses), plan.out / "loss.png")
     print(f"loss curve: {curve}")
     if result.stop_signal is not None:
