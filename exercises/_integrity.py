@@ -11,7 +11,8 @@ Two kinds of findings, each with the file, the line and the construct:
   imports the flagged one); without it, the learner sees a warning.
 - **by hand**: an exercise that says "by hand" must not call the library
   function that does the work (fused attention in chapter 3, ``F.cross_entropy``,
-  ``F.log_softmax`` or ``torch.logsumexp`` in chapter 5's ``cross_entropy``).
+  ``F.log_softmax`` or ``torch.logsumexp`` in chapter 5's ``cross_entropy``,
+  ``F.dropout`` or ``nn.Dropout`` in chapter 6's ``dropout``).
   The tests of that function fail, in every mode, with a message naming the rule.
 """
 
@@ -59,6 +60,11 @@ RULES = (
                     "test_cross_entropy_gradient", "test_cross_entropy_rows_of_different_scales"}),
          "cross_entropy is written by hand in chapter 5 (its docstring: do not call F.cross_entropy, "
          "F.log_softmax or torch.logsumexp; subtract each row's maximum yourself)"),
+    Rule("ex06_evaluation.py", frozenset({"dropout", "Dropout", "dropout_", "native_dropout", "alpha_dropout",
+                                          "feature_alpha_dropout"}),
+         frozenset({"test_dropout_zeros_and_scales", "test_dropout_off_and_edges", "test_dropout_rejects_bad_p"}),
+         "dropout is written by hand in chapter 6 (draw the mask with torch.rand and scale by 1 / (1 - p)): "
+         "F.dropout and nn.Dropout are not allowed"),
 )
 
 

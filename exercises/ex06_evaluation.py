@@ -96,8 +96,9 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
 
     The scaling keeps every entry's expected value equal to ``x``, so the
     network sees the same sizes in training and in evaluation, where dropout
-    does nothing. Draw the random numbers from torch's global generator
-    (``torch.rand``, ``torch.bernoulli``, ...), one independent draw per entry.
+    does nothing. Write it by hand (not ``F.dropout`` or ``nn.Dropout``):
+    draw the random numbers from torch's global generator (``torch.rand``,
+    ``torch.bernoulli``, ...), one independent draw per entry.
 
     Args:
         x: a float tensor of any shape; it is not changed.

@@ -178,6 +178,16 @@ MUTANTS: tuple[Mutant, ...] = (
            (('self.register_buffer("mask", causal_mask(context_length), persistent=False)',
              "self.mask = causal_mask(context_length)"),),
            "the causal mask kept as a plain attribute: it stays on the CPU when the model moves to a GPU"),
+    Mutant("batched_qkv_instead_of_heads", "ex03_attention.py",
+           (("        self.heads = nn.ModuleList([Head(d_model, head_size, context_length) for _ in range(num_heads)])\n",
+             "        self.num_heads = num_heads\n        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)\n"
+             '        self.register_buffer("mask", causal_mask(context_length), persistent=False)\n'),
+            ("        out = torch.cat([head(x) for head in self.heads], dim=-1)  # (B, T, d_model)\n",
+             "        B, T, C = x.shape\n        q, k, v = (t.view(B, T, self.num_heads, -1).transpose(1, 2)\n"
+             "                   for t in self.qkv(x).split(C, dim=2))\n"
+             "        out, _ = scaled_dot_product_attention(q, k, v, self.mask[:T, :T])\n"
+             "        out = out.transpose(1, 2).contiguous().view(B, T, C)\n")),
+           "MultiHeadAttention in chapter 3's batched form (one qkv layer) instead of the graded ModuleList of Heads"),
     Mutant("all_weights_zero", "ex04_model.py",
            (("nn.init.normal_(module.weight, mean=0.0, std=0.02)", "nn.init.zeros_(module.weight)"),),
            "every weight initialised to zero: the first loss is ln V, but the model never learns"),
@@ -189,6 +199,11 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("positions_without_device", "ex04_model.py",
            (("positions = torch.arange(T, device=idx.device)", "positions = torch.arange(T)"),),
            "positions built without device=: fails once the model is on a GPU"),
+    Mutant("lm_head_tied_like_minigpt", "ex04_model.py",
+           (("        self.lm_head = nn.Linear(d_model, vocab_size)\n",
+             "        self.lm_head = nn.Linear(d_model, vocab_size, bias=False)\n"
+             "        self.lm_head.weight = self.token_embedding.weight\n"),),
+           "TinyGPT's head tied to the token embedding, as in minigpt's GPT, instead of its own Linear with a bias"),
     Mutant("cross_entropy_global_max", "ex05_training.py",
            (("row_max = logits.max(dim=-1, keepdim=True).values.detach()",
              "row_max = logits.max().detach().expand(logits.shape[0], 1)"),),
