@@ -268,6 +268,11 @@ def _plan_resume(resume: Path, given_data: dict[str, Any], given_train: dict[str
         raise CheckpointError(f"checkpoint: {str(resume)!r} has an invalid config: {error}") \
             from None
     train_config = _resumed_train_config(state, given_train, resume)
+    saved_optimizer = (state.get("train_config") or {}).get("optimizer", "adamw")
+    if train_config.optimizer != saved_optimizer:
+        raise ValueError(f"--optimizer {train_config.optimizer}: the checkpoint holds the state of "
+                         f"{saved_optimizer}, which a resume continues; drop --optimizer (or "
+                         f"start a new run)")
     if train_config.max_iters <= state["step"]:
         raise ValueError(f"--max-iters {train_config.max_iters} is not beyond the checkpoint's "
                          f"step {state['step']}: give --max-iters above {state['step']} to "

@@ -280,6 +280,9 @@ def test_speedrun_preset_trains_and_resumes_through_the_command(corpus_file, tmp
             "--eval-interval", "3", "--out", tmp_path, *small)
     ckpt = load_checkpoint(tmp_path / "ckpt.pt")
     assert ckpt.config.position == "rotary" and ckpt.train_state["train_config"]["optimizer"] == "muon"
+    refused = minigpt("train", "--resume", tmp_path / "ckpt.pt", "--max-iters", "9", "--optimizer",
+                      "adamw", check=False)
+    assert refused.returncode == 2 and "--optimizer adamw" in refused.stderr
     proc = minigpt("train", "--resume", tmp_path / "ckpt.pt", "--max-iters", "9", "--no-progress")
     assert "resumed from" in proc.stdout and "done at step 9" in proc.stdout
 
