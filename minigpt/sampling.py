@@ -25,9 +25,11 @@ cheaply, so the cache does something cheaper and different, depending on the mod
   first block this is exactly the plain loop's attention (same keys, same distances). From the
   second block on, the cached keys and values of the older tokens were computed when those tokens
   could still see up to context_length - 1 tokens before them, which the plain loop's window has
-  already cut off: it equals running the whole text through the model with each query limited to
-  the last context_length tokens (a sliding-window mask, as in Mistral), not the plain loop. A
-  one-block model gives exactly the plain loop's tokens (tested).
+  already cut off: it equals running the text (from the prompt's last context_length tokens on)
+  through the model with each query limited to the last context_length tokens (a sliding-window
+  mask, as in Mistral; tested), not the plain loop. A one-block model gives exactly the plain
+  loop's tokens (tested). Positions keep counting up; the float32 angles lose about 1e-7 of a
+  radian per position of precision, far below what changes a token for texts of this course's size.
 """
 
 from __future__ import annotations

@@ -95,3 +95,25 @@ def test_last_only_gives_the_last_position(tiny_model):
     last, _ = tiny_model(idx, last_only=True)
     assert last.shape == (2, 1, tiny_model.config.vocab_size)
     torch.testing.assert_close(last, tiny_model(idx)[0][:, -1:])
+
+
+def test_kv_cache_windows_are_checked(tiny_model):
+    with pytest.raises(ValueError, match=r"window must be in \[1, context_length=16\], got 17"):
+        tiny_model.new_kv_caches(17)
+    with pytest.raises(ValueError, match=r"window must be in \[1, context_length=16\], got 0"):
+        tiny_model.new_kv_caches(0)
+    caches = tiny_model.new_kv_caches(4)
+    tiny_model(torch.zeros(1, 3, dtype=torch.long), kv_caches=caches)
+    with pytest.raises(ValueError, match=r"sequence length 5 is longer than context_length=4"):
+        tiny_model(torch.zeros(1, 2, dtype=torch.long), kv_caches=caches)
+
+
+def test_a_sliding_cache_takes_one_token_at_a_time_past_the_window(tiny_config):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**dict(tiny_config.to_dict(), position="rotary"))).eval()
+    caches = model.new_kv_caches()
+    model(torch.zeros(1, 16, dtype=torch.long), kv_caches=caches)
+    assert model(torch.zeros(1, 1, dtype=torch.long), kv_caches=caches)[0].shape == (1, 1, tiny_config.vocab_size)
+    assert len(caches[0]) == 16 and caches[0].seen == 17
+    with pytest.raises(ValueError, match=r"sequence length 18 is longer than context_length=16"):
+        model(torch.zeros(1, 2, dtype=torch.long), kv_caches=caches)
