@@ -11,10 +11,10 @@
 * private helpers (a def whose name starts with one underscore, such as
   ``TinyGPT._init_weights``) are solution detail and are left out of the stub;
   the learner writes their own (dunder methods like ``__init__`` are kept);
-* code marked as given stays verbatim: put ``# given`` (optionally
-  ``# given: why``) at the end of the ``def`` or ``class`` line, after the
-  colon. Use it for a helper the learner should call rather than write; the
-  marker stays in the stub, so the learner sees it too;
+* code marked as given stays verbatim: end the line that holds the ``def``
+  or ``class`` keyword with ``# given`` (or ``# given: why``). Use it for a
+  helper the learner should call rather than write (a private one too); the
+  marker stays in the stub, so the learner sees it;
 * everything else (module docstring, imports, constants, class docstrings and
   class attributes) is copied as it is.
 
