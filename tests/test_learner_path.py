@@ -229,7 +229,7 @@ def package_problems(exercise: Path, package, config_fields: set[str]) -> Proble
 
 
 REFERENCE = re.compile(
-    r"\b(?:([Cc]hapter\s+(?P<of>\d+)(?:,|'s|’s)?\s+))?(?P<kind>[Ss]ections?|[Cc]hapters?)\s+"
+    r"\b(?:[Cc]hapter\s+(?P<of>\d+)(?:,|'s|’s)?\s+)?(?P<kind>[Ss]ections?|[Cc]hapters?)\s+"
     r"(?P<numbers>\d+(?:\s*(?:–|-|,|and|or|to)\s*\d+)*)")
 
 
