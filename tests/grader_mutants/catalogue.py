@@ -141,6 +141,9 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("generate_ignores_top_k", "ex07_sampling.py",
            (("            if top_k is not None:\n                logits = top_k_filter(logits, top_k)\n", ""),),
            "generate takes top_k but never filters"),
+    Mutant("top_p_one_drops_tiny_tail", "ex07_sampling.py",
+           (("    if p >= 1:\n        return logits.clone()", "    if False:\n        return logits.clone()"),),
+           "top_p_filter with p = 1 trusts the float32 running sum, which reaches 1.0 early and drops a tiny tail"),
     # Wrong answers that passed every test of their function before grader v2 (issue 7).
     Mutant("build_vocab_lowercases", "ex01_tokenization.py",
            (("chars = sorted(set(text))", "chars = sorted(set(text.lower()))"),),
