@@ -121,6 +121,9 @@ class KVCache:
             B, H, _, D = k.shape
             self.k = k.new_empty(B, H, self.capacity, D)
             self.v = v.new_empty(B, H, self.capacity, D)
+        elif k.shape[:2] != self.k.shape[:2]:
+            raise ValueError(f"the KV cache holds batch size {self.k.size(0)}, got a batch of "
+                             f"{k.size(0)}: start new caches (model.new_kv_caches()) for another batch")
         if self.length + T > self.capacity:  # sliding and full: keep the newest window - 1
             keep = self.window - 1  # slots [window + 1, 2 * window) -> [0, window - 1): no overlap
             self.k[:, :, :keep] = self.k[:, :, self.length - keep:self.length]

@@ -198,6 +198,13 @@ def test_cache_buffers_are_allocated_once_and_written_in_place():
         cache.append(torch.randn(1, 2, 1, 4), torch.randn(1, 2, 1, 4))
 
 
+def test_a_cache_refuses_another_batch_size_by_name():
+    cache = KVCache(window=8)
+    cache.append(torch.randn(2, 2, 3, 4), torch.randn(2, 2, 3, 4))
+    with pytest.raises(ValueError, match=r"the KV cache holds batch size 2, got a batch of 3"):
+        cache.append(torch.randn(3, 2, 1, 4), torch.randn(3, 2, 1, 4))
+
+
 def test_a_sliding_cache_shows_the_last_window_tokens_in_order():
     cache = KVCache(window=4, slide=True)
     keys = torch.arange(11.0).view(1, 1, 11, 1)  # token t's key is t
