@@ -50,8 +50,10 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
 
     For each row, sort the tokens by probability (softmax of the logits),
     largest first, and keep the smallest prefix whose total probability is
-    >= ``p``. The most probable token is always kept. Kept logits keep their
-    values; the others become -inf. The input is not modified.
+    >= ``p``. The most probable token is always kept, and ``p = 1`` keeps every
+    token (even one whose probability is lost in float32 rounding of the sum).
+    Kept logits keep their values; the others become -inf. The input is not
+    modified.
 
     Args:
         logits: (..., V) float tensor.

@@ -98,6 +98,10 @@ def test_top_p_keeps_the_smallest_sufficient_set(ex):
         check(torch.allclose(got[keep], logits[keep]), f"top_p_filter(p={p}) changed the kept logits")
     check(int(kept(ex.top_p_filter(torch.tensor([5.0, 0.0, 0.0]), 0.01)).sum()) == 1,
           "top_p_filter must always keep the most probable token, even for a tiny p")
+    tiny_tail = torch.tensor([0.0, -30.0, -40.0])  # float32 sums of these probabilities reach 1.0 early
+    check(bool(kept(ex.top_p_filter(tiny_tail, 1.0)).all()),
+          f"top_p_filter({tiny_tail.tolist()}, p=1.0) must keep every token (p = 1 keeps all); the running "
+          f"sum of float32 probabilities reaches 1.0 before the last tokens, so return early when p >= 1")
 
 
 @pytest.mark.points(1)

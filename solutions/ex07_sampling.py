@@ -53,8 +53,10 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
 
     For each row, sort the tokens by probability (softmax of the logits),
     largest first, and keep the smallest prefix whose total probability is
-    >= ``p``. The most probable token is always kept. Kept logits keep their
-    values; the others become -inf. The input is not modified.
+    >= ``p``. The most probable token is always kept, and ``p = 1`` keeps every
+    token (even one whose probability is lost in float32 rounding of the sum).
+    Kept logits keep their values; the others become -inf. The input is not
+    modified.
 
     Args:
         logits: (..., V) float tensor.
@@ -63,6 +65,8 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     Returns:
         (..., V) tensor.
     """
+    if p >= 1:
+        return logits.clone()  # every token; float rounding of the running sum must not drop a tiny tail
     sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
     probs = torch.softmax(sorted_logits, dim=-1)
     mass_before = torch.cumsum(probs, dim=-1) - probs  # probability of the tokens ranked above
