@@ -235,8 +235,9 @@ def test_loss_by_position_values(ex):
                 f"({windows} windows starting at 0, {T}, {2 * T}, ...)")
         result = ex.probe(probe_loss_by_position, 2, data, T, batch_size, describe=name)
         assert_tensor(result["out"], name, shape=(T,))
+        check(result["out"].is_floating_point(), f"{name}: expected a float tensor, got {result['out'].dtype}")
         assert_close(result["out"], expected, name + ": the mean over windows of each position's cross-entropy",
-                     atol=1e-5)
+                     atol=1e-5, check_dtype=False)
 
 
 @pytest.mark.points(1)
