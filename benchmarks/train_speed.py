@@ -11,6 +11,9 @@ process (explicit attention, AdamW with its default implementation), interleaved
 that a noisy machine hurts both alike; medians are quoted and compared as a ratio. Model FLOP
 utilisation (MFU) is measured against a float32 1024x1024 matmul timed in the same run.
 Quality: a full 2000-step `Trainer` run, its final val loss and wall time.
+Profile (--profile): where the time of a `Trainer` step goes (torch.profiler, self CPU time
+grouped into matrix multiplies, the attention kernel, activations and norms, the optimizer, the
+rest), so the MFU figure can be read: only the matrix multiplies count as model FLOPs.
 """
 
 from __future__ import annotations
@@ -107,6 +110,41 @@ def speed(train_data, val_data, tokenizer, vocab_size: int, rounds: int, steps: 
           f"({rounds} rounds of {steps} steps each, interleaved)")
 
 
+# torch.profiler op names -> the part of the step they belong to (first match wins)
+PROFILE_PARTS = (("matrix multiplies", ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul")),
+                 ("attention kernel", ("scaled_dot_product", "flash_attention")),
+                 ("activations and norms", ("gelu", "layer_norm", "rms_norm", "relu", "silu",
+                                            "softmax", "pow", "mul")),
+                 ("optimizer and clipping", ("Optimizer.", "adamw", "_foreach", "norm")))
+
+
+def profile(train_data, val_data, tokenizer, vocab_size: int, steps: int) -> None:
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    torch.manual_seed(0)
+    trainer = Trainer(GPT(GPTConfig(vocab_size=vocab_size, **BABY)), tokenizer, train_data,
+                      val_data, TrainConfig(**TRAIN), progress=False)
+    time_steps(trainer._train_step, 5)  # warm up
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        time_steps(trainer._train_step, steps)
+    parts: dict[str, float] = {}
+    rest: dict[str, float] = {}
+    for event in prof.key_averages():
+        name = event.key
+        part = next((p for p, keys in PROFILE_PARTS if any(k in name for k in keys)), "the rest")
+        parts[part] = parts.get(part, 0.0) + event.self_cpu_time_total
+        if part == "the rest":
+            rest[name] = event.self_cpu_time_total
+    total = sum(parts.values())
+    print(f"profile of {steps} Trainer steps ({total / steps / 1e3:.1f} ms/step under the profiler, "
+          f"self CPU time):")
+    for part, value in sorted(parts.items(), key=lambda kv: -kv[1]):
+        print(f"  {part:>24}: {value / total:6.1%}")
+    biggest = sorted(rest.items(), key=lambda kv: -kv[1])[:5]
+    print("  the rest, largest: " + ", ".join(f"{n} {v / total:.1%}" for n, v in biggest))
+
+
 def quality(train_data, val_data, tokenizer, vocab_size: int) -> None:
     torch.manual_seed(TRAIN["seed"])
     model = GPT(GPTConfig(vocab_size=vocab_size, **BABY))
@@ -125,6 +163,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
     parser.add_argument("--steps", type=int, default=40, help="steps per round and contender")
     parser.add_argument("--skip-quality", action="store_true", help="only the speed comparison")
+    parser.add_argument("--profile", action="store_true", help="also where a step's time goes")
     args = parser.parse_args()
     text = load_text(args.data)
     tokenizer = CharTokenizer.train(text)
@@ -135,6 +174,8 @@ def main() -> None:
         quality(train_data, val_data, tokenizer, tokenizer.vocab_size)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak memory (max RSS of this process): {peak_mb:.0f} MB")
+    if args.profile:  # after the memory figure: the profiler's records take memory too
+        profile(train_data, val_data, tokenizer, tokenizer.vocab_size, args.steps)
 
 
 if __name__ == "__main__":
