@@ -231,8 +231,12 @@ def plan_run(args: argparse.Namespace) -> RunPlan:
     given_out = _option_path(data_config.out, "--out", "a folder for the checkpoints")
     resume = saved = None
     if args.resume is None:
-        GPTConfig(vocab_size=1, **given_model)  # checks the model options; the tokenizer sets vocab_size
+        model_config = GPTConfig(vocab_size=1, **given_model)  # the tokenizer sets vocab_size later
         train_config = TrainConfig(**given_train)
+        if args.head_lr is not None and model_config.tie_weights:  # a preset's is just unused
+            raise ValueError("--head-lr applies to an untied output layer; add --no-tie-weights "
+                             "or drop --head-lr (a tied output layer is the token embedding, "
+                             "trained at --learning-rate)")
         data = _checked_data(data_config.data, "--data")
         out = given_out
     else:

@@ -213,7 +213,8 @@ class TrainConfig:
     muon_lr: float = knob(0.02, "peak learning rate of Muon (--optimizer muon)", low=0.0,
                           low_open=True, high=1.0)
     head_lr: float | None = knob(None, "peak AdamW learning rate of an untied output layer "
-                                 "(not set: learning_rate)", low=0.0, low_open=True, high=1.0)
+                                 "(not set: learning_rate; a tied one is the embedding)",
+                                 low=0.0, low_open=True, high=1.0)
     schedule: str = knob("cosine", "cosine: warm-up, then a cosine down to min_lr; wsd: warm-up, "
                          "constant, then a straight line down to min_lr over the last "
                          "decay_fraction of the steps", choices=SCHEDULES)

@@ -244,6 +244,9 @@ def test_a_preset_sets_its_values_and_given_options_win(tmp_path):
     assert plan.train_config.max_iters == 7 and plan.train_config.optimizer == "adamw"
     assert plan.model_options["mlp"] == "swiglu" and plan.model_options["norm"] == "rms"
     assert plan.train_config.schedule == "wsd"  # not given: the preset's
+    tied = plan_run(parse(["train", "--preset", "speedrun", "--tie-weights", "--out",
+                           str(tmp_path / "e")]))  # the preset's head_lr then has nothing to do
+    assert tied.model_options["tie_weights"] is True and tied.train_config.head_lr == 0.004
     baby = plan_run(parse(["train", "--preset", "baby", "--out", str(tmp_path / "c")]))
     default = plan_run(parse(["train", "--out", str(tmp_path / "d")]))
     assert baby.train_config == default.train_config
@@ -256,6 +259,11 @@ def test_preset_errors_name_the_option(tmp_path, capsys, trained):
     with pytest.raises(SystemExit) as exit_:  # argparse's own refusal of an unknown choice
         main(["train", "--preset", "fast"])
     assert exit_.value.code == 2 and "--preset" in capsys.readouterr().err
+    assert main(["train", "--head-lr", "0.01", "--out", str(tmp_path)]) == 2  # tied by default
+    assert "--head-lr" in capsys.readouterr().err
+    assert main(["train", "--preset", "speedrun", "--tie-weights", "--head-lr", "0.01", "--out",
+                 str(tmp_path)]) == 2
+    assert "--no-tie-weights" in capsys.readouterr().err
     # a value that clashes with the preset's: the option named is the preset's field
     assert main(["train", "--preset", "baby", "--learning-rate", "1e-5", "--out",
                  str(tmp_path)]) == 2
