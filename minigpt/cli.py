@@ -534,9 +534,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         allowed = error.allowed.removesuffix(" (or None)")
         option = option_name(error.name)
         not_given = args is not None and getattr(args, error.name, "given") is None
-        hint = (f" (not given here: the default, the preset's or the checkpoint's value; "
-                f"give {option} too)"
-                if not_given else "")
+        origin = ("the preset's or the default" if getattr(args, "preset", None) else
+                  "the default or the checkpoint's")
+        hint = f" (not given here: {origin} value; give {option} too)" if not_given else ""
         print(f"minigpt: error: {option} must be {allowed}, got {error.value!r}{hint}",
               file=sys.stderr)
         return 2
