@@ -144,6 +144,33 @@ def refill_length(context_length: int) -> int:
     return max(1, context_length // 2)
 
 
+class RecentTokens:
+    """The latest tokens of each row, at least the last `context_length`, written in place.
+
+    A buffer of 2 * context_length ids, (B, 2 * context_length), allocated once; when it is full
+    the last context_length move to the front. (The whole text is never kept here: with a stop
+    string, max_new_tokens may be far larger than what is generated.)
+    """
+
+    def __init__(self, idx: torch.Tensor, context_length: int):
+        self.context_length = context_length
+        self.ids = idx.new_empty(idx.size(0), 2 * context_length)
+        self.length = min(idx.size(1), context_length)
+        self.ids[:, :self.length] = idx[:, idx.size(1) - self.length:]
+
+    def last(self, n: int) -> torch.Tensor:
+        """The latest min(n, available) tokens, (B, <= n), a view."""
+        return self.ids[:, max(0, self.length - n):self.length]
+
+    def append(self, token: torch.Tensor) -> None:
+        """Add (B, 1) new ids."""
+        if self.length == self.ids.size(1):  # slots [C, 2C) -> [0, C): no overlap
+            self.ids[:, :self.context_length] = self.ids[:, self.context_length:]
+            self.length = self.context_length
+        self.ids[:, self.length:self.length + 1] = token
+        self.length += 1
+
+
 @torch.no_grad()
 def _token_loop(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, context_length: int,
                 temperature: float, top_k: int | None, top_p: float | None,
@@ -152,29 +179,27 @@ def _token_loop(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, contex
     was_training = model.training
     model.eval()
     try:
-        B, T = idx.shape
-        counts = torch.zeros(B, model.config.vocab_size, device=idx.device)  # (B, V)
-        seq = idx.new_empty(B, T + max_new_tokens)  # the whole text, written in place
-        seq[:, :T] = idx
+        counts = torch.zeros(idx.size(0), model.config.vocab_size, device=idx.device)  # (B, V)
+        recent = RecentTokens(idx, context_length)
         caches = model.new_kv_caches(context_length) if use_cache else None
-        pending = idx[:, -context_length:]  # the tokens the caches have not seen yet
-        for n in range(T, T + max_new_tokens):  # n tokens so far
+        pending = recent.last(context_length)  # the tokens the caches have not seen yet
+        for _ in range(max_new_tokens):
             if not use_cache:
-                logits, _ = model(seq[:, max(0, n - context_length):n], last_only=True)
+                logits, _ = model(recent.last(context_length), last_only=True)
             else:
                 if not caches[0].room_for(pending.size(1)):
                     # Full (learned positions only; rotary caches slide): start again from the
                     # latest tokens, reusing the buffers.
                     for cache in caches:
                         cache.reset()
-                    pending = seq[:, n - refill_length(context_length):n]
+                    pending = recent.last(refill_length(context_length))
                 logits, _ = model(pending, kv_caches=caches, last_only=True)
             logits = logits[:, -1, :]  # (B, V): only the last position predicts the next token
             if frequency_penalty or presence_penalty:
                 logits = apply_penalties(logits, counts, frequency_penalty, presence_penalty)
             token = next_token(logits, temperature, top_k, top_p, generator)  # (B, 1)
             counts.scatter_add_(1, token, torch.ones_like(token, dtype=counts.dtype))
-            seq[:, n:n + 1] = token
+            recent.append(token)
             pending = token
             yield token
     finally:

@@ -221,3 +221,10 @@ def test_sample_text_refuses_a_bare_stop_string_and_a_bad_seed(tiny_model, char_
         with pytest.raises(ValueError, match=rf"seed must be {message}, got {seed}"):
             sample_text(tiny_model, char_tokenizer, "A", 3, seed=seed)
     assert len(sample_text(tiny_model, char_tokenizer, "A", 3, seed=7, stop=["\x00"])) == 3
+
+
+def test_a_huge_max_new_tokens_allocates_nothing_up_front(tiny_model):
+    """With a stop string, max_new_tokens may be far more than what is generated: no buffer of that size."""
+    for use_cache in (True, False):
+        tokens = generate_tokens(tiny_model, torch.zeros(1, 1, dtype=torch.long), 10**12, use_cache=use_cache)
+        assert [t.shape for t in (next(tokens), next(tokens))] == [(1, 1), (1, 1)]
