@@ -152,8 +152,9 @@ class MultiHeadAttention(nn.Module):
         self.fused = fused
         self.qk_norm = config.qk_norm
         self.rotary = config.position == "rotary"
-        if self.rotary:  # computed once; not saved (a checkpoint holds learned weights only)
-            self.register_buffer("frequencies", rotary_frequencies(self.head_size), persistent=False)
+        # Rotary frequencies, computed once per device. Not a buffer: model.to(torch.bfloat16)
+        # would round them, and every angle p * frequency with them.
+        self._frequencies: torch.Tensor | None = None
         self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=config.bias)
         self.proj = nn.Linear(config.d_model, config.d_model, bias=config.bias)
         self.dropout = config.dropout
@@ -170,9 +171,14 @@ class MultiHeadAttention(nn.Module):
             q, k = rms_norm(q), rms_norm(k)
         if self.rotary:
             positions = torch.arange(start, start + T, device=x.device)  # (T,)
-            cos, sin = rotary_cos_sin(positions, self.frequencies)  # each (T, head_size // 2)
+            cos, sin = rotary_cos_sin(positions, self._rotary_frequencies(x.device))  # (T, head_size // 2) each
             q, k = rotate(q, cos, sin), rotate(k, cos, sin)  # what apply_rotary(q, positions) gives
         return q, k, v
+
+    def _rotary_frequencies(self, device: torch.device) -> torch.Tensor:
+        if self._frequencies is None or self._frequencies.device != device:
+            self._frequencies = rotary_frequencies(self.head_size, device=device)  # float32
+        return self._frequencies
 
     def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
         B, T, C = x.shape

@@ -252,3 +252,13 @@ def test_past_the_window_a_rotary_cache_equals_sliding_window_attention():
         token = sliding_window_logits(model, expected, 8)[:, -1].argmax(-1, keepdim=True)
         expected = torch.cat([expected, token], dim=1)
     assert torch.equal(cached, expected)
+
+
+def test_rotary_angles_stay_float32_in_a_bfloat16_model():
+    model = model_for(tiny(**MODERN))
+    idx = torch.randint(65, (1, 16), generator=torch.Generator().manual_seed(0))
+    expected = model(idx)[0]
+    low = model_for(tiny(**MODERN)).to(torch.bfloat16)
+    assert low.blocks[0].attn._rotary_frequencies(idx.device).dtype == torch.float32
+    # bfloat16 keeps ~3 significant digits: logits near 0 agree to about 0.05
+    torch.testing.assert_close(low(idx)[0].float(), expected, atol=0.05, rtol=0.05)
