@@ -262,6 +262,37 @@ def generated_samples(m: ModuleType, seed: int) -> dict:
     return out
 
 
+def _randn(seed: int, *shape: int, scale: float = 1.0) -> torch.Tensor:
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed)) * scale
+
+
+def rotary_outputs(m: ModuleType, seed: int) -> dict:
+    """Chapter 8's rotary embeddings on seeded queries, from position 0 and from an offset."""
+    x = _randn(seed, 2, 3, 5, 8)  # (B, heads, T, head_size)
+    return {"angles": m.rotary_angles(8, torch.arange(5), 10000.0),
+            "from_zero": m.apply_rotary(x, torch.arange(5)),
+            "offset": m.apply_rotary(x, torch.arange(7, 12)),
+            "base_100": m.apply_rotary(x[0, 0], torch.tensor([0, 3, 1, 9, 2]), 100.0)}
+
+
+def rms_norm_outputs(m: ModuleType, seed: int) -> dict:
+    x = _randn(seed, 2, 4, 6)
+    weight = _randn(seed + 1, 6)
+    return {"plain": m.rms_norm(x), "weight": m.rms_norm(x, weight),
+            "small_eps_01": m.rms_norm(x * 0.1, weight, 0.1)}
+
+
+def swiglu_outputs(m: ModuleType, seed: int) -> dict:
+    x = _randn(seed, 2, 5, 8)
+    w_gate, w_up, w_down = _randn(seed + 1, 12, 8, scale=0.5), _randn(seed + 2, 12, 8, scale=0.5), _randn(seed + 3, 8, 12, scale=0.5)
+    return {"out": m.swiglu(x, w_gate, w_up, w_down)}
+
+
+def newton_schulz_outputs(m: ModuleType, seed: int) -> dict:
+    return {"wide": m.newton_schulz(_randn(seed, 6, 10)), "tall": m.newton_schulz(_randn(seed + 1, 12, 4, scale=3.0)),
+            "three_steps": m.newton_schulz(_randn(seed + 2, 5, 5), 3)}
+
+
 SNAPSHOT_CASES: dict[str, dict[str, Callable[[ModuleType, int], Any]]] = {
     "ex01_tokenization": {
         "bpe_rounds": bpe_rounds,
@@ -271,8 +302,11 @@ SNAPSHOT_CASES: dict[str, dict[str, Callable[[ModuleType, int], Any]]] = {
     "ex04_model": {"tinygpt_output": tinygpt_output},
     "ex05_training": {"lr_curve": lr_curve},
     "ex07_sampling": {"generated_samples": generated_samples},
+    "ex08_modern": {"rotary_outputs": rotary_outputs, "rms_norm_outputs": rms_norm_outputs,
+                    "swiglu_outputs": swiglu_outputs, "newton_schulz_outputs": newton_schulz_outputs},
 }
 
 # The seed of each case in the committed snapshots.
 CASE_SEEDS = {"bpe_rounds": 0, "pairs_of_random_lists": 1, "merges_of_random_lists": 2, "tinygpt_output": 4,
-              "lr_curve": 0, "generated_samples": 11}
+              "lr_curve": 0, "generated_samples": 11,
+              "rotary_outputs": 80, "rms_norm_outputs": 81, "swiglu_outputs": 82, "newton_schulz_outputs": 83}
