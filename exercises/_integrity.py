@@ -12,7 +12,8 @@ Two kinds of findings, each with the file, the line and the construct:
 - **by hand**: an exercise that says "by hand" must not call the library
   function that does the work (fused attention in chapter 3, ``F.cross_entropy``,
   ``F.log_softmax`` or ``torch.logsumexp`` in chapter 5's ``cross_entropy``,
-  ``F.dropout`` or ``nn.Dropout`` in chapter 6's ``dropout``).
+  ``F.dropout`` or ``nn.Dropout`` in chapter 6's ``dropout``, ``F.rms_norm``, ``nn.RMSNorm`` or
+  torch's Muon in chapter 8).
   The tests of that function fail, in every mode, with a message naming the rule.
 """
 
@@ -65,6 +66,11 @@ RULES = (
          frozenset({"test_dropout_zeros_and_scales", "test_dropout_off_and_edges", "test_dropout_rejects_bad_p"}),
          "dropout is written by hand in chapter 6 (draw the mask with torch.rand and scale by 1 / (1 - p)): "
          "F.dropout and nn.Dropout are not allowed"),
+    Rule("ex08_modern.py", frozenset({"rms_norm", "RMSNorm", "Muon", "_zeropower_via_newtonschulz"}),
+         frozenset({"test_rms_norm_matches_pytorch", "test_rms_norm_properties", "test_newton_schulz_orthogonalises",
+                    "test_newton_schulz_works_on_the_short_side"}),
+         "rms_norm and newton_schulz are written by hand in chapter 8 (x / sqrt(mean(x ** 2) + eps); the "
+         "Newton-Schulz rounds): F.rms_norm, nn.RMSNorm and torch's Muon helpers are not allowed"),
 )
 
 

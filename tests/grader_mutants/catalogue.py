@@ -186,6 +186,10 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("newton_schulz_cubic", "ex08_modern.py",
            (("a, b, c = 3.4445, -4.7750, 2.0315", "a, b, c = 1.5, -0.5, 0.0"),),
            "newton_schulz with the classic cubic step (1.5, -0.5): small singular values stay small after 5 steps"),
+    Mutant("rms_norm_calls_pytorch", "ex08_modern.py",
+           (("    out = x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps)\n    return out if weight is None else out * weight",
+             "    return F.rms_norm(x, (x.shape[-1],), weight, eps)"),),
+           "the by-hand rms_norm calls F.rms_norm"),
     # Wrong answers that passed every test of their function before grader v2 (issue 7).
     Mutant("build_vocab_lowercases", "ex01_tokenization.py",
            (("chars = sorted(set(text))", "chars = sorted(set(text.lower()))"),),
