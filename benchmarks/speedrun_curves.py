@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     for option in ("baby_every", "speedrun_every", "eval_windows"):
         if getattr(args, option) < 1:
             parser.error(f"--{option.replace('_', '-')} must be >= 1, got {getattr(args, option)}")
+    if args.out.is_dir():
+        parser.error(f"--out: {str(args.out)!r} is a folder; give the path of the JSON file to write")
     if not args.data.is_file():
         parser.error(f"--data: no such file {str(args.data)!r} (tiny Shakespeare: "
                      f"https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt)")
