@@ -284,7 +284,8 @@ def rms_norm_outputs(m: ModuleType, seed: int) -> dict:
 
 def swiglu_outputs(m: ModuleType, seed: int) -> dict:
     x = _randn(seed, 2, 5, 8)
-    w_gate, w_up, w_down = _randn(seed + 1, 12, 8, scale=0.5), _randn(seed + 2, 12, 8, scale=0.5), _randn(seed + 3, 8, 12, scale=0.5)
+    w_gate, w_up = _randn(seed + 1, 12, 8, scale=0.5), _randn(seed + 2, 12, 8, scale=0.5)
+    w_down = _randn(seed + 3, 8, 12, scale=0.5)
     return {"out": m.swiglu(x, w_gate, w_up, w_down)}
 
 

@@ -187,8 +187,8 @@ MUTANTS: tuple[Mutant, ...] = (
            (("a, b, c = 3.4445, -4.7750, 2.0315", "a, b, c = 1.5, -0.5, 0.0"),),
            "newton_schulz with the classic cubic step (1.5, -0.5): small singular values stay small after 5 steps"),
     Mutant("rms_norm_calls_pytorch", "ex08_modern.py",
-           (("    out = x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps)\n    return out if weight is None else out * weight",
-             "    return F.rms_norm(x, (x.shape[-1],), weight, eps)"),),
+           (("    out = x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps)\n",
+             "    return F.rms_norm(x, (x.shape[-1],), weight, eps)\n"),),
            "the by-hand rms_norm calls F.rms_norm"),
     # Wrong answers that passed every test of their function before grader v2 (issue 7).
     Mutant("build_vocab_lowercases", "ex01_tokenization.py",
