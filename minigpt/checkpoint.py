@@ -310,6 +310,7 @@ def _check_payload(payload: dict[str, Any]) -> tuple[GPTConfig, Tokenizer]:
         config = GPTConfig.from_dict(payload["config"])
     except (ValueError, TypeError) as error:
         raise _BadField(f"config: {error}") from None
+    payload["config"] = config.to_dict()  # options added since the file was written: their defaults
     try:
         tokenizer = tokenizer_from_dict(payload["tokenizer"])
     except (ValueError, TypeError) as error:

@@ -233,10 +233,8 @@ def plan_run(args: argparse.Namespace) -> RunPlan:
     if args.resume is None:
         model_config = GPTConfig(vocab_size=1, **given_model)  # the tokenizer sets vocab_size later
         train_config = TrainConfig(**given_train)
-        if args.head_lr is not None and model_config.tie_weights:  # a preset's is just unused
-            raise ValueError("--head-lr applies to an untied output layer; add --no-tie-weights "
-                             "or drop --head-lr (a tied output layer is the token embedding, "
-                             "trained at --learning-rate)")
+        if args.head_lr is not None:  # a preset's head_lr is just unused by a tied layer
+            _check_head_lr(model_config.tie_weights)
         data = _checked_data(data_config.data, "--data")
         out = given_out
     else:
@@ -272,6 +270,9 @@ def _plan_resume(resume: Path, given_data: dict[str, Any], given_train: dict[str
         raise CheckpointError(f"checkpoint: {str(resume)!r} has an invalid config: {error}") \
             from None
     train_config = _resumed_train_config(state, given_train, resume)
+    if "head_lr" in given_train:
+        _check_head_lr(saved["config"]["tie_weights"],
+                       (state.get("train_config") or {}).get("head_lr") is None)
     saved_optimizer = (state.get("train_config") or {}).get("optimizer", "adamw")
     if train_config.optimizer != saved_optimizer:
         raise ValueError(f"--optimizer {train_config.optimizer}: the checkpoint holds the state of "
@@ -291,6 +292,19 @@ def _plan_resume(resume: Path, given_data: dict[str, Any], given_train: dict[str
         except ConfigError as error:
             raise CheckpointError(f"checkpoint: {str(resume)!r} holds a bad {error}") from None
     return saved, train_config, data
+
+
+def _check_head_lr(tie_weights: bool, resumes_a_run_without_it: bool = False) -> None:
+    """--head-lr needs an untied output layer and, in a resume, the group of its own that a run
+    given a head_lr saved (the optimizer state keeps its groups)."""
+    if tie_weights:
+        raise ValueError("--head-lr applies to an untied output layer; add --no-tie-weights or "
+                         "drop --head-lr (a tied output layer is the token embedding, trained at "
+                         "--learning-rate)")
+    if resumes_a_run_without_it:
+        raise ValueError("--head-lr: the checkpoint was trained without it, so its optimizer "
+                         "has no group of its own for the output layer to continue; drop "
+                         "--head-lr (or start a new run)")
 
 
 def _check_out(out: Path, resume: Path | None, overwrite: bool) -> list[str]:

@@ -337,3 +337,23 @@ def test_evaluate_errors_name_the_option(trained, tmp_path, capsys):
     assert "--data" in capsys.readouterr().err
     assert main(["evaluate", "--checkpoint", str(out / "best.pt"), "--data", str(tmp_path / "x")]) == 2
     assert "--data" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("tie_weights", [True, False])
+def test_resume_with_head_lr_the_checkpoint_lacks_is_refused_before_any_work(
+        tmp_path, capsys, char_tokenizer, splits, tie_weights):
+    """A tied output layer has no rate of its own; an untied one trained without --head-lr has no
+    optimizer group of its own to continue."""
+    from minigpt import GPT, GPTConfig, TrainConfig, Trainer
+
+    config = GPTConfig(vocab_size=char_tokenizer.vocab_size, context_length=16, d_model=32,
+                       num_heads=2, num_blocks=1, tie_weights=tie_weights)
+    Trainer(GPT(config), char_tokenizer, *splits, TrainConfig(max_iters=2, eval_interval=2,
+            eval_iters=1, batch_size=2, warmup_iters=1, device="cpu"), tmp_path,
+            progress=False).run()
+    before = (tmp_path / "ckpt.pt").read_bytes()
+    assert main(["train", "--resume", str(tmp_path / "ckpt.pt"), "--head-lr", "0.01",
+                 "--max-iters", "4", "--no-progress"]) == 2
+    err = capsys.readouterr()
+    assert "--head-lr" in err.err and "resumed from" not in err.out
+    assert (tmp_path / "ckpt.pt").read_bytes() == before

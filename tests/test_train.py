@@ -247,3 +247,18 @@ def test_resume_with_another_optimizer_is_refused(tmp_path, tiny_config, char_to
     trainer = Trainer(GPT(tiny_config), char_tokenizer, *splits, muon, progress=False)
     with pytest.raises(CheckpointError, match="optimizer=adamw.*optimizer=muon"):
         trainer.resume(tmp_path / "ckpt.pt")
+
+
+def test_resume_from_a_checkpoint_saved_before_the_modern_options(tmp_path, tiny_config, char_tokenizer,
+                                                                  splits):
+    """A checkpoint written before chapter 8 has no position/norm/qk_norm/mlp/tie_weights: it is
+    today's default model, and a resume continues it."""
+    config = small_train_config(max_iters=8, eval_interval=4)
+    Trainer(GPT(tiny_config), char_tokenizer, *splits, config, tmp_path, progress=False).run(until=4)
+    payload = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    for name in ("position", "norm", "qk_norm", "mlp", "tie_weights"):
+        del payload["config"][name]
+    torch.save(payload, tmp_path / "ckpt.pt")
+    trainer = Trainer(GPT(tiny_config), char_tokenizer, *splits, config, tmp_path, progress=False)
+    trainer.resume(tmp_path / "ckpt.pt")
+    assert trainer.run().step == 8
