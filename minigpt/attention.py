@@ -26,9 +26,12 @@ from minigpt.rotary import rotary_cos_sin, rotary_frequencies, rotate
 RMS_EPS = 1e-6  # added to the mean square before the square root, so a zero vector stays finite
 
 
-def rms_norm(x: torch.Tensor) -> torch.Tensor:
-    """x divided by the root mean square of its last dimension (no learned gain): the QK-norm."""
-    return F.rms_norm(x, (x.size(-1),), eps=RMS_EPS)
+def rms_norm(x: torch.Tensor, weight: torch.Tensor | None = None, eps: float = RMS_EPS) -> torch.Tensor:
+    """x / sqrt(mean(x ** 2) + eps) over the last dimension, times `weight` (d,) if given.
+
+    Without a weight it is the QK-norm; with one it is what nn.RMSNorm computes (chapter 8).
+    """
+    return F.rms_norm(x, (x.size(-1),), weight, eps)
 
 
 def causal_mask(T: int, device: str | torch.device | None = None) -> torch.Tensor:

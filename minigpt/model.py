@@ -21,17 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minigpt.attention import KVCache, MultiHeadAttention
+from minigpt.attention import RMS_EPS, KVCache, MultiHeadAttention
 from minigpt.config import GPTConfig
-
-
-RMS_NORM_EPS = 1e-6
 
 
 def make_norm(config: GPTConfig) -> nn.Module:
     """LayerNorm (centre, rescale, gain and bias) or RMSNorm (rescale by the root mean square, gain)."""
     if config.norm == "rms":
-        return nn.RMSNorm(config.d_model, eps=RMS_NORM_EPS)
+        return nn.RMSNorm(config.d_model, eps=RMS_EPS)
     return nn.LayerNorm(config.d_model, bias=config.bias)
 
 

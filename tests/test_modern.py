@@ -178,6 +178,17 @@ def test_qk_norm_gives_unit_root_mean_square():
     torch.testing.assert_close(rms_norm(x).square().mean(-1), torch.ones(3, 4, 5), atol=1e-4, rtol=1e-4)
 
 
+def test_rms_norm_takes_chapter_8s_weight_and_eps_and_matches_nn_rmsnorm():
+    x, weight = torch.randn(3, 5, 8), torch.randn(8)
+    norm = nn.RMSNorm(8, eps=1e-6)
+    with torch.no_grad():
+        norm.weight.copy_(weight)
+    torch.testing.assert_close(rms_norm(x, weight), norm(x), **TOL)
+    by_hand = x / (x.square().mean(-1, keepdim=True) + 0.5).sqrt()  # eps inside the square root
+    torch.testing.assert_close(rms_norm(x, None, 0.5), by_hand, **TOL)
+    torch.testing.assert_close(rms_norm(x, eps=0.5) * weight, rms_norm(x, weight, eps=0.5), **TOL)
+
+
 def test_relu_squared_feed_forward():
     ffwd = model_for(tiny(mlp="relu2")).blocks[0].ffwd
     x = torch.randn(2, 3, 32)
