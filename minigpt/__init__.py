@@ -1,7 +1,7 @@
 """minigpt: the small GPT that the course builds, piece by piece, in the order the chapters teach.
 
-    text -> tokenizers -> data (get_batch) -> attention -> model (GPT) -> evaluate -> checkpoint
-         -> train -> sampling (generate) -> plotting, cli
+    text -> tokenizers -> data (get_batch) -> rotary -> attention -> model (GPT) -> evaluate
+         -> checkpoint -> optim -> train -> sampling (generate) -> presets, plotting, cli
 
 `from minigpt import GPT` works as usual, but each name is imported from its module on first use
 (PEP 562), so `import minigpt` alone is instant and the `minigpt` command can answer Ctrl-C
@@ -31,7 +31,7 @@ _HOME = {
     "train": ["Trainer", "learning_rate", "resolve_device", "train"],
 }
 _MODULE_OF = {name: module for module, names in _HOME.items() for name in names}
-_SUBMODULES = set(_HOME) | {"cli", "plotting", "runfolder"}
+_SUBMODULES = set(_HOME) | {"cli", "optim", "plotting", "presets", "rotary", "runfolder"}
 
 __all__ = sorted(_MODULE_OF)
 

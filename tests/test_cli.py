@@ -215,6 +215,8 @@ def test_ctrl_c_while_torch_loads_exits_quietly():
 def test_import_minigpt_is_lazy_and_complete():
     code = ("import sys, minigpt\n"
             "assert 'torch' not in sys.modules, 'import minigpt loaded torch'\n"
+            "assert minigpt.rotary.apply_rotary and minigpt.optim.OptimizerChain\n"
+            "assert minigpt.presets.PRESETS and minigpt.runfolder.RunLock\n"
             "missing = [n for n in minigpt.__all__ if getattr(minigpt, n, None) is None]\n"
             "assert not missing, missing\n"
             "assert minigpt.plotting.plot_loss_curves\n")
