@@ -175,8 +175,10 @@ class Trainer:
         torch.manual_seed(config.seed)  # dropout's random numbers
         self.model.to(self.device).train()
         self.optimizer = configure_optimizer(model, config, self.device)
-        # each group's peak rate, from the config (a resumed optimizer's saved rates are not used)
+        # each group's peak rate and settings, from the config (a resume keeps them: see `resume`)
         self.peak_lrs = [group["lr"] for group in self.optimizer.param_groups]
+        self.group_settings = [{key: value for key, value in group.items() if key != "params"}
+                               for group in self.optimizer.param_groups]
         self.batch_generator = torch.Generator().manual_seed(config.seed)
         self.result = TrainResult()
 
@@ -197,6 +199,8 @@ class Trainer:
             raise CheckpointError(f"resume: the optimizer state in {str(path)!r} (optimizer="
                                   f"{saved}) does not fit optimizer={self.config.optimizer} "
                                   f"here ({error})") from None
+        for group, settings in zip(self.optimizer.param_groups, self.group_settings):
+            group.update(settings)  # the saved groups hold the old run's weight decay, betas, ...
         self.batch_generator.set_state(state["batch_rng"])
         torch.set_rng_state(state["torch_rng"])
         if state.get("cuda_rng") and torch.cuda.is_available():

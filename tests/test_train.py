@@ -262,3 +262,19 @@ def test_resume_from_a_checkpoint_saved_before_the_modern_options(tmp_path, tiny
     trainer = Trainer(GPT(tiny_config), char_tokenizer, *splits, config, tmp_path, progress=False)
     trainer.resume(tmp_path / "ckpt.pt")
     assert trainer.run().step == 8
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_resume_uses_the_weight_decay_and_betas_given_now(tmp_path, tiny_config, char_tokenizer, splits,
+                                                          optimizer):
+    """The saved optimizer state holds the old run's group settings; the options of the resume win
+    (the saved train_config says so, so the optimizer must do it)."""
+    Trainer(GPT(tiny_config), char_tokenizer, *splits, small_train_config(max_iters=4, optimizer=optimizer),
+            tmp_path, progress=False).run()
+    changed = small_train_config(max_iters=8, optimizer=optimizer, weight_decay=0.5, beta1=0.5)
+    trainer = Trainer(GPT(tiny_config), char_tokenizer, *splits, changed, tmp_path, progress=False)
+    trainer.resume(tmp_path / "ckpt.pt")
+    groups = trainer.optimizer.param_groups
+    assert [g["weight_decay"] for g in groups if g["weight_decay"]] == [0.5] * (1 + (optimizer == "muon"))
+    assert all(g["betas"] == (0.5, 0.99) for g in groups if "betas" in g)
+    assert trainer.run().step == 8
