@@ -277,9 +277,11 @@ class Trainer:
         last = self.result.checkpoint
         kept = (f"the last checkpoint ({last}) is kept" if last else
                 "this run saved nothing (a checkpoint it resumed from is kept as it was)")
+        cfg = self.config
+        muon = f", muon_lr (now {cfg.muon_lr})" if cfg.optimizer == "muon" else ""
         raise NonFiniteError(f"training diverged at step {self.result.step}: {what}; {kept}. "
-                             f"Try a lower learning_rate (now {self.config.learning_rate}) or "
-                             f"grad_clip (now {self.config.grad_clip})")
+                             f"Try a lower learning_rate (now {cfg.learning_rate}){muon} or "
+                             f"grad_clip (now {cfg.grad_clip})")
 
     def _check_finite(self) -> None:
         """Refuse to save NaN or infinite weights or optimizer moments (they would poison a resume)."""

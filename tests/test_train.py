@@ -278,3 +278,20 @@ def test_resume_uses_the_weight_decay_and_betas_given_now(tmp_path, tiny_config,
     assert [g["weight_decay"] for g in groups if g["weight_decay"]] == [0.5] * (1 + (optimizer == "muon"))
     assert all(g["betas"] == (0.5, 0.99) for g in groups if "betas" in g)
     assert trainer.run().step == 8
+
+
+def test_a_non_finite_muon_momentum_stops_the_run_and_saves_nothing_more(tmp_path, tiny_config,
+                                                                      char_tokenizer, splits):
+    from minigpt.checkpoint import read_checkpoint
+    from minigpt.train import NonFiniteError
+
+    config = small_train_config(max_iters=20, eval_interval=5, optimizer="muon", checkpoint_interval=1)
+    trainer = Trainer(GPT(tiny_config), char_tokenizer, *splits, config, tmp_path, progress=False)
+    trainer.run(until=5)
+    saved = (tmp_path / "ckpt.pt").read_bytes()
+    muon = trainer.optimizer.optimizers[0]
+    next(iter(muon.state.values()))["momentum_buffer"][0, 0] = float("inf")
+    with pytest.raises(NonFiniteError, match=r"diverged at step \d+: .* muon_lr \(now 0.02\)"):
+        trainer.run()
+    assert (tmp_path / "ckpt.pt").read_bytes() == saved
+    assert read_checkpoint(tmp_path / "ckpt.pt")["train_state"]["step"] == 5
