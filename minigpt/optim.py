@@ -94,6 +94,9 @@ def configure_optimizer(model: nn.Module, config: TrainConfig, device: torch.dev
     betas = (config.beta1, config.beta2)
     if config.optimizer == "adamw":
         return _adamw(model, config, [], fused, betas)
+    if not hasattr(torch.optim, "Muon"):  # added in torch 2.9; pyproject allows older ones
+        raise ValueError(f"optimizer='muon' needs torch.optim.Muon (torch >= 2.9), and this is "
+                         f"torch {torch.__version__}: use optimizer='adamw' or a newer torch")
     matrices = muon_parameters(model)
     muon = torch.optim.Muon(matrices, lr=config.muon_lr, weight_decay=config.weight_decay,
                             momentum=0.95, nesterov=True, ns_steps=5)

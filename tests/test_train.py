@@ -295,3 +295,10 @@ def test_a_non_finite_muon_momentum_stops_the_run_and_saves_nothing_more(tmp_pat
         trainer.run()
     assert (tmp_path / "ckpt.pt").read_bytes() == saved
     assert read_checkpoint(tmp_path / "ckpt.pt")["train_state"]["step"] == 5
+
+
+def test_muon_on_a_torch_without_it_is_refused_by_name(tiny_model, monkeypatch):
+    """pyproject allows torch >= 2.4; torch.optim.Muon arrived in 2.9."""
+    monkeypatch.delattr(torch.optim, "Muon")
+    with pytest.raises(ValueError, match=r"optimizer='muon' needs torch.optim.Muon \(torch >= 2.9\)"):
+        configure_optimizer(tiny_model, small_train_config(optimizer="muon"), torch.device("cpu"))
