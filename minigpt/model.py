@@ -161,11 +161,22 @@ class GPT(nn.Module):
         T = idx.size(1)
         if T == 0:
             raise ValueError("idx must hold at least one token per row, got 0")
+        if kv_caches:
+            self._check_caches(kv_caches)
         past = len(kv_caches[0]) if kv_caches else 0
         window = kv_caches[0].window if kv_caches else self.config.context_length
         if T > window or (kv_caches and not kv_caches[0].room_for(T)):
             raise ValueError(f"sequence length {past + T} is longer than context_length={window}; "
                              f"crop idx to its last {window} tokens")
+
+    def _check_caches(self, kv_caches: list[KVCache]) -> None:
+        """One cache per block, looking no further back than the model's positions reach."""
+        windows = {cache.window for cache in kv_caches}
+        if len(kv_caches) != len(self.blocks) or max(windows) > self.config.context_length:
+            raise ValueError(f"kv_caches must hold one cache per block ({len(self.blocks)}), each "
+                             f"with a window of at most context_length={self.config.context_length} "
+                             f"(model.new_kv_caches() makes them), got {len(kv_caches)} with "
+                             f"window(s) {sorted(windows)}")
 
     def new_kv_caches(self, window: int | None = None) -> list[KVCache]:
         """Empty caches, one per block, for `forward(..., kv_caches=...)`.

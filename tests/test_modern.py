@@ -216,6 +216,15 @@ def test_a_cache_refuses_another_batch_size_by_name():
         cache.append(torch.randn(3, 2, 1, 4), torch.randn(3, 2, 1, 4))
 
 
+def test_hand_made_caches_that_do_not_fit_the_model_are_refused_by_name():
+    model = model_for(tiny(context_length=8))  # two blocks, learned positions up to 8
+    idx = torch.zeros(1, 4, dtype=torch.long)
+    for caches in ([KVCache(20), KVCache(20)], [KVCache(8)]):
+        with pytest.raises(ValueError, match=r"kv_caches must hold one cache per block \(2\), each with "
+                                             r"a window of at most context_length=8"):
+            model(idx, kv_caches=caches)
+
+
 def test_a_sliding_cache_shows_the_last_window_tokens_in_order():
     cache = KVCache(window=4, slide=True)
     keys = torch.arange(11.0).view(1, 1, 11, 1)  # token t's key is t
