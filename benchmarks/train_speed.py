@@ -110,12 +110,13 @@ def speed(train_data, val_data, tokenizer, vocab_size: int, rounds: int, steps: 
           f"({rounds} rounds of {steps} steps each, interleaved)")
 
 
-# torch.profiler op names -> the part of the step they belong to (first match wins)
+# torch.profiler op names -> the part of the step they belong to (first match wins: the
+# optimizer's and clipping's _foreach_mul_/_foreach_pow_ must not count as activations)
 PROFILE_PARTS = (("matrix multiplies", ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul")),
                  ("attention kernel", ("scaled_dot_product", "flash_attention")),
+                 ("optimizer and clipping", ("Optimizer.", "adamw", "_foreach", "vector_norm")),
                  ("activations and norms", ("gelu", "layer_norm", "rms_norm", "relu", "silu",
-                                            "softmax", "pow", "mul")),
-                 ("optimizer and clipping", ("Optimizer.", "adamw", "_foreach", "norm")))
+                                            "softmax", "pow", "mul")))
 
 
 def profile(train_data, val_data, tokenizer, vocab_size: int, steps: int) -> None:
