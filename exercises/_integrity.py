@@ -13,7 +13,7 @@ Two kinds of findings, each with the file, the line and the construct:
   function that does the work (fused attention in chapter 3, ``F.cross_entropy``,
   ``F.log_softmax`` or ``torch.logsumexp`` in chapter 5's ``cross_entropy``,
   ``F.dropout`` or ``nn.Dropout`` in chapter 6's ``dropout``, ``F.rms_norm``, ``nn.RMSNorm`` or
-  torch's Muon in chapter 8).
+  torch's Muon in chapter 8), by attribute or by name (``getattr(F, "dropout")``).
   The tests of that function fail, in every mode, with a message naming the rule.
 """
 
@@ -178,6 +178,10 @@ def scan(file: Path) -> list[Finding]:
         for node in ast.walk(tree):
             if isinstance(node, ast.Attribute) and node.attr in rule.names:
                 add(node, ast.unparse(node), rule.text, kind="by hand")
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings \
+                    and rule.names & set(node.value.split(".")):
+                # getattr(F, "dropout"), attrgetter("functional.rms_norm"), F.__dict__-like lookups by name
+                add(node, repr(node.value[:40]), rule.text, kind="by hand")
             elif isinstance(node, ast.ImportFrom):
                 for alias in node.names:
                     if alias.name in rule.names:

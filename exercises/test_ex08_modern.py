@@ -77,6 +77,12 @@ def test_apply_rotary_values(ex):
     snapshot_close(got["offset"], expected["offset"], "apply_rotary(x (2, 3, 5, 8), positions 7..11) " + hint)
     snapshot_close(got["base_100"], expected["base_100"], "apply_rotary(x (5, 8), positions [0, 3, 1, 9, 2], "
                                                           "base=100.0)")
+    # An input the snapshot does not hold (memorised values do not help), turned here.
+    x, positions = randn(5, 3, 6, 12), torch.tensor([4, 0, 2, 7, 1, 5])
+    angles = positions[:, None].float() * 10000.0 ** (-torch.arange(0, 12, 2).float() / 12)
+    x1, x2, cos, sin = x[..., :6], x[..., 6:], angles.cos(), angles.sin()
+    assert_close(ex.apply_rotary(x, positions), torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1),
+                 "apply_rotary(x (3, 6, 12), positions [4, 0, 2, 7, 1, 5]) " + hint)
 
 
 @pytest.mark.points(2)
@@ -164,6 +170,10 @@ def test_swiglu(ex):
                                                 "((silu(x @ w_gate.T) * (x @ w_up.T)) @ w_down.T)")
     x = randn(9, 3, 4)
     w = randn(10, 6, 4)
+    # An input the snapshot does not hold (memorised values do not help), computed here.
+    w_up, w_down = randn(12, 6, 4), randn(11, 4, 6)
+    assert_close(ex.swiglu(x, w, w_up, w_down), (F.silu(x @ w.T) * (x @ w_up.T)) @ w_down.T,
+                 "swiglu(x (3, 4), gate and up (6, 4), down (4, 6)) ((silu(x @ w_gate.T) * (x @ w_up.T)) @ w_down.T)")
     out = ex.swiglu(x, w, torch.zeros(6, 4), randn(11, 4, 6))
     assert_close(out, torch.zeros(3, 4), "swiglu with w_up = 0 (the up branch is multiplied in: the output is 0)")
     one_row = ex.swiglu(x[0], w, randn(12, 6, 4), randn(11, 4, 6))

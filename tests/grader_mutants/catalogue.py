@@ -190,6 +190,21 @@ MUTANTS: tuple[Mutant, ...] = (
            (("    out = x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps)\n",
              "    return F.rms_norm(x, (x.shape[-1],), weight, eps)\n"),),
            "the by-hand rms_norm calls F.rms_norm"),
+    Mutant("rms_norm_calls_pytorch_by_name", "ex08_modern.py",
+           (("    out = x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps)\n",
+             "    return getattr(torch, \"rms_norm\")(x, (x.shape[-1],), weight, eps)\n"),),
+           "the by-hand rms_norm calls torch.rms_norm through getattr, so no attribute names it"),
+    Mutant("swiglu_right_only_on_the_seeded_case", "ex08_modern.py",
+           (("    gate = F.silu(x @ w_gate.T)  # (..., hidden)",
+             "    gate = F.silu(x @ w_gate.T) if x.shape == (2, 5, 8) else F.relu(x @ w_gate.T)"),),
+           "swiglu returns memorised values for the snapshot's input and a ReLU gate everywhere else"),
+    Mutant("rotary_right_only_on_the_seeded_head_size", "ex08_modern.py",
+           (("    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)  # (..., T, D)",
+             "    if head_size != 8:  # interleaved pairs (x[2i], x[2i + 1]) except on the snapshot's head_size\n"
+             "        x1, x2 = x[..., 0::2], x[..., 1::2]\n"
+             "        return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)\n"
+             "    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)  # (..., T, D)"),),
+           "apply_rotary gives memorised values on the snapshot's head_size and turns interleaved pairs elsewhere"),
     # Wrong answers that passed every test of their function before grader v2 (issue 7).
     Mutant("build_vocab_lowercases", "ex01_tokenization.py",
            (("chars = sorted(set(text))", "chars = sorted(set(text.lower()))"),),
@@ -312,6 +327,10 @@ MUTANTS: tuple[Mutant, ...] = (
            (("    keep = torch.rand(x.shape, device=x.device) >= p\n    return x * keep / (1.0 - p)",
              "    return F.dropout(x, p, training)"),),
            "the by-hand dropout calls F.dropout"),
+    Mutant("dropout_calls_pytorch_by_name", "ex06_evaluation.py",
+           (("    keep = torch.rand(x.shape, device=x.device) >= p\n    return x * keep / (1.0 - p)",
+             "    return getattr(F, \"dropout\")(x, p, training)"),),
+           "the by-hand dropout calls F.dropout through getattr, so no attribute names it"),
     Mutant("loss_by_position_mean_of_batch_means", "ex06_evaluation.py",
            (("            total += losses.sum(dim=0)\n        return total / len(starts)",
              "            total += losses.mean(dim=0)\n        return total / math.ceil(len(starts) / batch_size)"),),
