@@ -149,7 +149,8 @@ def your_turn_problems(notebook: Path, exercise: Path) -> Problems:
     index = turns[0]
     text = source(cells[index])
     problems = []
-    listed = re.findall(r"^[-*]\s+`([A-Za-z_]\w*)", text, flags=re.M)
+    # Every list item counts ("-", "*", "+", "1." or "1)", nested too): each renders as a thing to write.
+    listed = re.findall(r"^\s*(?:[-*+]|\d+[.)])\s+`([A-Za-z_]\w*)", text, flags=re.M)
     wanted = list(exercise_api(exercise))
     if sorted(listed) != sorted(wanted):
         problems.append(f"{where(notebook, index)}: the '## Your turn' bullets name {listed}, but "
@@ -467,6 +468,13 @@ def replace(index: int, cell):
 BAD_CHAPTERS = {
     "a bullet missing": (replace(2, ("markdown", TURN.replace("- `Window", "- Window"))), "bullets name"),
     "a bullet too many": (replace(2, ("markdown", TURN + "- `_helper(x)` — no\n")), "bullets name"),
+    "a '+' bullet too many": (replace(2, ("markdown", TURN + "+ `extra(x)` — no\n")), "bullets name"),
+    "a nested bullet too many": (replace(2, ("markdown", TURN + "  - `extra(x)` — no\n")), "bullets name"),
+    "a numbered item too many": (replace(2, ("markdown", TURN + "1. `extra(x)` — no\n")), "bullets name"),
+    "taught only under if False": (replace(1, ("code", "if False:\n" + "".join(f"    {line}\n" for line in
+                                                                               TEACH.splitlines()))),
+                                   "no code cell defines it"),
+    "taught only in a raw cell": (replace(1, ("raw", TEACH)), "no code cell defines it"),
     "no Your turn": (GOOD[:2], "exactly one markdown cell"),
     "two Your turns": (GOOD + [("markdown", TURN)], "exactly one markdown cell"),
     "Your turn not first line": (replace(2, ("markdown", "Now:\n" + TURN)), "exactly one markdown cell"),
