@@ -195,9 +195,11 @@ class Trainer:
         try:
             self.optimizer.load_state_dict(payload["optimizer"])
         except (ValueError, KeyError, IndexError) as error:
-            saved = (payload["train_state"].get("train_config") or {}).get("optimizer", "adamw")
+            saved = payload["train_state"].get("train_config") or {}
             raise CheckpointError(f"resume: the optimizer state in {str(path)!r} (optimizer="
-                                  f"{saved}) does not fit optimizer={self.config.optimizer} "
+                                  f"{saved.get('optimizer', 'adamw')}, head_lr="
+                                  f"{saved.get('head_lr')}) does not fit optimizer="
+                                  f"{self.config.optimizer}, head_lr={self.config.head_lr} "
                                   f"here ({error})") from None
         for group, settings in zip(self.optimizer.param_groups, self.group_settings):
             group.update(settings)  # the saved groups hold the old run's weight decay, betas, ...

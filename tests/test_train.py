@@ -302,3 +302,16 @@ def test_muon_on_a_torch_without_it_is_refused_by_name(tiny_model, monkeypatch):
     monkeypatch.delattr(torch.optim, "Muon")
     with pytest.raises(ValueError, match=r"optimizer='muon' needs torch.optim.Muon \(torch >= 2.9\)"):
         configure_optimizer(tiny_model, small_train_config(optimizer="muon"), torch.device("cpu"))
+
+
+def test_resume_with_a_head_lr_the_saved_optimizer_lacks_names_it(tmp_path, char_tokenizer, splits):
+    from minigpt import GPTConfig
+
+    untied = GPTConfig(vocab_size=char_tokenizer.vocab_size, context_length=16, d_model=32, num_heads=4,
+                       num_blocks=1, tie_weights=False)
+    Trainer(GPT(untied), char_tokenizer, *splits, small_train_config(max_iters=4), tmp_path,
+            progress=False).run()
+    trainer = Trainer(GPT(untied), char_tokenizer, *splits, small_train_config(max_iters=8, head_lr=0.01),
+                      progress=False)
+    with pytest.raises(CheckpointError, match=r"head_lr=None\) does not fit optimizer=adamw, head_lr=0.01"):
+        trainer.resume(tmp_path / "ckpt.pt")
