@@ -127,6 +127,7 @@ def scan(file: Path) -> list[Finding]:
 
     modules: set[str] = set()  # names bound to imported modules in this file
     docstrings = _docstring_nodes(tree)
+    called = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
@@ -146,6 +147,10 @@ def scan(file: Path) -> list[Finding]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Name) and node.id in FORBIDDEN_NAMES:
             add(node, node.id, "runs or reaches code that is not written in the file")
+        elif isinstance(node, (ast.Name, ast.Attribute)) and id(node) not in called \
+                and (node.id if isinstance(node, ast.Name) else node.attr) in NAME_LOOKUPS:
+            # reduce(getattr, names, torch) or g = getattr: the names it will look up are not in sight
+            add(node, ast.unparse(node), "passes a lookup by name around: call it with a constant name")
         elif isinstance(node, ast.Attribute) and (node.attr in FORBIDDEN_ATTRIBUTES
                                                   or (node.attr == "modules" and _root_name(node) == "sys")):
             add(node, f".{node.attr}", "reaches into Python's machinery (code objects, frames, loaded modules)")

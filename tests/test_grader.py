@@ -478,6 +478,8 @@ def test_integrity_scan_names_file_line_and_construct(tmp_path):
         "from operator import attrgetter\nm = attrgetter('modules')": "attrgetter(..., 'modules')",
         "import sys\nm = object.__getattribute__(sys, 'x')": ".__getattribute__",
         "import sys\nm = sys.__dict__": ".__dict__",
+        "import functools, torch\nf = functools.reduce(getattr, 'nn.functional'.split('.'), torch)": "getattr",
+        "import operator\nlook = operator.attrgetter": "operator.attrgetter",
     }
     for code, construct in flagged.items():
         file = tmp_path / "ex09_probe.py"
@@ -497,6 +499,12 @@ def test_integrity_scan_names_file_line_and_construct(tmp_path):
     (finding,) = integrity["scan"](by_hand)
     assert finding.kind == "by hand" and finding.line == 5 and "torch.logsumexp" in finding.construct
     assert "do not call F.cross_entropy, F.log_softmax or torch.logsumexp" in finding.why
+    by_name = tmp_path / "ex06_evaluation.py"
+    by_name.write_text("import operator\nimport torch.nn.functional as F\n\n\ndef dropout(x, p, training=True):\n"
+                       "    return getattr(F, 'dropout')(x, p, training) + operator.attrgetter('functional.dropout')\n")
+    findings = integrity["scan"](by_name)
+    assert [(f.kind, f.line, f.construct) for f in findings] == [("by hand", 6, "'dropout'"),
+                                                                 ("by hand", 6, "'functional.dropout'")], findings
 
 
 def run_probe(script: str, *args, timeout: float = 120) -> str:
