@@ -13,7 +13,8 @@ Two kinds of findings, each with the file, the line and the construct:
   function that does the work (fused attention in chapter 3, ``F.cross_entropy``,
   ``F.log_softmax`` or ``torch.logsumexp`` in chapter 5's ``cross_entropy``,
   ``F.dropout`` or ``nn.Dropout`` in chapter 6's ``dropout``, ``F.rms_norm``, ``nn.RMSNorm`` or
-  torch's Muon in chapter 8), by attribute or by name (``getattr(F, "dropout")``).
+  torch's Muon in chapter 8), by attribute, by name (``getattr(F, "dropout")``) or through a
+  variant whose name contains it (``torch._fused_rms_norm``, ``F.dropout1d``).
   The tests of that function fail, in every mode, with a message naming the rule.
 """
 
@@ -45,6 +46,10 @@ class Rule:
     names: frozenset[str]  # attribute or imported names that may not appear in the file
     tests: frozenset[str]  # the grader tests that fail when the rule is broken
     text: str
+
+    def covers(self, name: str) -> bool:
+        """Whether ``name`` is one of the rule's functions or a variant of one (torch._fused_rms_norm, dropout1d)."""
+        return any(forbidden in name for forbidden in self.names)
 
 
 RULES = (
@@ -181,15 +186,15 @@ def scan(file: Path) -> list[Finding]:
         if rule.file != name:
             continue
         for node in ast.walk(tree):
-            if isinstance(node, ast.Attribute) and node.attr in rule.names:
+            if isinstance(node, ast.Attribute) and rule.covers(node.attr):
                 add(node, ast.unparse(node), rule.text, kind="by hand")
             elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings \
-                    and rule.names & set(node.value.split(".")):
-                # getattr(F, "dropout"), attrgetter("functional.rms_norm"), F.__dict__-like lookups by name
+                    and any(part.isidentifier() and rule.covers(part) for part in node.value.split(".")):
+                # getattr(F, "dropout"), attrgetter("functional.rms_norm"): lookups by name
                 add(node, repr(node.value[:40]), rule.text, kind="by hand")
             elif isinstance(node, ast.ImportFrom):
                 for alias in node.names:
-                    if alias.name in rule.names:
+                    if rule.covers(alias.name):
                         add(node, f"from {node.module} import {alias.name}", rule.text, kind="by hand")
     return sorted(set(found), key=lambda f: (f.line, f.construct))
 

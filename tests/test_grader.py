@@ -501,7 +501,8 @@ def test_integrity_scan_names_file_line_and_construct(tmp_path):
     assert "do not call F.cross_entropy, F.log_softmax or torch.logsumexp" in finding.why
     by_name = tmp_path / "ex06_evaluation.py"
     by_name.write_text("import operator\nimport torch.nn.functional as F\n\n\ndef dropout(x, p, training=True):\n"
-                       "    return getattr(F, 'dropout')(x, p, training) + operator.attrgetter('functional.dropout')\n")
+                       "    return getattr(F, 'dropout')(x, p, training) + operator.attrgetter('functional.dropout')\n"
+                       "\n\ndef loss_by_position(model):\n    raise ValueError('dropout must be off: call model.eval()')\n")
     findings = integrity["scan"](by_name)
     assert [(f.kind, f.line, f.construct) for f in findings] == [("by hand", 6, "'dropout'"),
                                                                  ("by hand", 6, "'functional.dropout'")], findings
