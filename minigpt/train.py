@@ -176,7 +176,6 @@ class Trainer:
         self.model.to(self.device).train()
         self.optimizer = configure_optimizer(model, config, self.device)
         # each group's peak rate and settings, from the config (a resume keeps them: see `resume`)
-        self.peak_lrs = [group["lr"] for group in self.optimizer.param_groups]
         self.group_settings = [{key: value for key, value in group.items() if key != "params"}
                                for group in self.optimizer.param_groups]
         self.batch_generator = torch.Generator().manual_seed(config.seed)
@@ -260,8 +259,8 @@ class Trainer:
     def _train_step(self) -> None:
         """The four steps: forward, loss, backward (on fresh gradients), update."""
         cfg = self.config
-        for group, peak in zip(self.optimizer.param_groups, self.peak_lrs):
-            group["lr"] = self._lr(self.result.step, peak)
+        for group, settings in zip(self.optimizer.param_groups, self.group_settings):
+            group["lr"] = self._lr(self.result.step, settings["lr"])  # settings["lr"]: the group's peak
         x, y = get_batch(self.splits["train"], cfg.batch_size, self.model.config.context_length,
                          generator=self.batch_generator, device=self.device)
         _, loss = self.model(x, y)
