@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import torch
 
-from minigpt.checkpoint import (CheckpointError, load_checkpoint, read_checkpoint,
+from minigpt.checkpoint import (Checkpoint, CheckpointError, load_checkpoint, read_checkpoint,
                                 remove_stale_temp_files)
 from minigpt.config import (DEVICES, ConfigError, GPTConfig, SampleConfig, TrainConfig,
                             check_fields, describe, field_default, field_kind, is_device_name,
@@ -432,13 +432,18 @@ def run_train(args: argparse.Namespace) -> int:
 
 # -- minigpt sample -------------------------------------------------------------------------------
 
-def run_sample(args: argparse.Namespace) -> int:
-    options = SampleConfig(**_given(args, option_names(SampleConfig)))
+def _load_checkpoint_option(args: argparse.Namespace) -> tuple[Checkpoint, torch.device]:
+    """The checkpoint --checkpoint names, loaded onto the --device asked for (both checked first)."""
     _check_is_file(args.checkpoint, "--checkpoint")
     if not is_device_name(args.device):
         raise ValueError(f"--device must be {DEVICES}, got {args.device!r}")
     device = resolve_device(args.device)
-    ckpt = load_checkpoint(args.checkpoint, device=device)
+    return load_checkpoint(args.checkpoint, device=device), device
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    options = SampleConfig(**_given(args, option_names(SampleConfig)))
+    ckpt, device = _load_checkpoint_option(args)
     prompt = args.prompt
     if prompt is None:
         saved_prompt = ckpt.train_state.get("sample_prompt")  # written by minigpt train
@@ -468,12 +473,8 @@ EVAL_LOGITS = 2**22  # logits per forward pass: 64 windows of 64 characters; few
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Print the loss, perplexity and bits per character of a checkpoint on a whole split."""
-    _check_is_file(args.checkpoint, "--checkpoint")
-    if not is_device_name(args.device):
-        raise ValueError(f"--device must be {DEVICES}, got {args.device!r}")
-    device = resolve_device(args.device)
     try:
-        ckpt = load_checkpoint(args.checkpoint, device=device)
+        ckpt, device = _load_checkpoint_option(args)
     except CheckpointError as error:
         raise ValueError(f"--checkpoint: {str(error).removeprefix('checkpoint: ')}") from None
     source, ids = _evaluation_ids(args, ckpt.train_state, ckpt.tokenizer)
