@@ -7,8 +7,8 @@ tokenizer must work on any text, not only on lower-case ASCII.
 
 import pytest
 
-from _cases import SAMPLE_TEXT, random_id_lists
-from _grading import assert_equal_seq, assert_number, check, fail
+from _grader.cases import SAMPLE_TEXT, random_id_lists
+from _grader.grading import assert_equal_seq, assert_number, check, fail
 
 TEXTS = ["hello world", "zzz aaa\n!", "Hello World", "  Café, naïve — 中文！ \t\n", SAMPLE_TEXT]
 

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from _cases import windows
-from _grading import assert_close, assert_tensor, check
-from _learner import generator
+from _grader.cases import windows
+from _grader.grading import assert_close, assert_tensor, check
+from _grader.learner import generator
 
 
 def probe_global_seed(m, data, batch_size, context_length, seed):

@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import _oracles as ref
-from _cases import probe_module, probe_on_another_device  # noqa: F401 (run in the worker by name)
-from _grading import (assert_close, assert_param_names, assert_tensor, check, check_buffers, check_device_ready,
+import _grader.oracles as ref
+from _grader.cases import probe_module, probe_on_another_device  # noqa: F401 (run in the worker by name)
+from _grader.grading import (assert_close, assert_param_names, assert_tensor, check, check_buffers, check_device_ready,
                       fail, seeded_weights)
 
 

@@ -1,6 +1,6 @@
 """Grader for chapter 4: exercises/ex04_model.py (it uses your ex03_attention.py).
 
-The expected outputs are computed in the grader's process (``_oracles.py``)
+The expected outputs are computed in the grader's process (``_grader/oracles.py``)
 from the weights the grader set, so a block or a model that is wrong only
 because its attention is wrong points back to chapter 3: finish it first.
 """
@@ -11,9 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import _oracles as ref
-from _cases import TINY_GPT, probe_module, probe_on_another_device  # noqa: F401 (probes run in the worker)
-from _grading import (SNAPSHOT_ATOL, SNAPSHOT_RTOL, assert_close, assert_number, assert_param_names, assert_tensor,
+import _grader.oracles as ref
+from _grader.cases import TINY_GPT, probe_module, probe_on_another_device  # noqa: F401 (probes run in the worker)
+from _grader.grading import (SNAPSHOT_ATOL, SNAPSHOT_RTOL, assert_close, assert_number, assert_param_names, assert_tensor,
                       check, check_buffers, check_device_ready, fail, seeded_weights)
 
 CHAPTER_3 = (" (this runs your MultiHeadAttention from ex03_attention.py: make chapter 3 pass first; "

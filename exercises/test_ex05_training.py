@@ -12,9 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from _cases import DropoutBigram, Recorder, TrainableBigram, lr_settings, modes, windows
-from _grading import assert_close, assert_number, assert_tensor, check, fail
-from _learner import generator
+from _grader.cases import DropoutBigram, Recorder, TrainableBigram, lr_settings, modes, windows
+from _grader.grading import assert_close, assert_number, assert_tensor, check, fail
+from _grader.learner import generator
 
 
 def probe_cross_entropy_gradient(m, logits, targets):

@@ -2,7 +2,9 @@
 
 ``loss_by_position`` is run in the worker on a small model whose logits depend
 on the position (built from a seed); this process builds the same model to
-compute the expected losses. ``dropout`` is random, so it is graded by its
+compute the expected losses; ``evaluate_split`` likewise, and with ids that
+are all different its recorded calls show which targets it predicted.
+``dropout`` is random, so it is graded by its
 properties (each entry zeroed or scaled by 1 / (1 - p), the fraction zeroed
 close to p, nothing changed outside training), not against fixed values.
 """
@@ -14,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from _cases import Recorder, modes
-from _grading import assert_close, assert_number, assert_tensor, check
+from _grader.cases import Recorder, modes
+from _grader.grading import assert_close, assert_number, assert_tensor, check
 
 # --------------------------------------------------------------------------- helpers shared with the worker
 
@@ -44,6 +46,17 @@ def probe_loss_by_position(m, seed, data, context_length, batch_size, start_in_t
     out = m.loss_by_position(model, data, context_length, batch_size=batch_size)
     calls = [{"rows": c["idx"].shape[0], "first": c["idx"][:, 0].tolist(), "training": c["training"],
               "modes": c["modes"], "grad_enabled": c["grad_enabled"]} for c in model.calls]
+    return {"out": out, "calls": calls, "after": modes(model)}
+
+
+def probe_evaluate_split(m, seed, data, context_length, batch_size, vocab_size=7, start_in_train=False,
+                         dropout=0.0):
+    """Runs in the worker: evaluate_split of a seeded positional bigram, with every call's input rows recorded."""
+    model = Recorder(PositionalBigram(vocab_size, context_length, seed, dropout))
+    model.train(start_in_train)
+    out = m.evaluate_split(model, data, context_length, batch_size=batch_size)
+    calls = [{"rows": c["idx"].tolist(), "training": c["training"], "modes": c["modes"],
+              "grad_enabled": c["grad_enabled"]} for c in model.calls]
     return {"out": out, "calls": calls, "after": modes(model)}
 
 
@@ -79,6 +92,18 @@ def check_value_error(ex, name, args, parameter, why, model_for=None):
     check(got is not None, f"{text} should raise ValueError ({why}), but it returned a value")
     check(got.startswith("ValueError"), f"{text} should raise ValueError ({why}), but it raised {got}")
     check(parameter in got, f"{text}: the error should name {parameter!r} so the caller knows what to fix; got {got}")
+
+
+def check_ran_like_an_evaluation(name, result, start_in_train):
+    """Every recorded call in eval mode without gradients, and the model's mode put back afterwards."""
+    calls = result["calls"]
+    check(calls, f"{name} never called the model")
+    check(all(not c["training"] and not any(c["modes"].values()) for c in calls),
+          f"{name}: the model ran in training mode (dropout on): call model.eval() first")
+    check(all(not c["grad_enabled"] for c in calls),
+          f"{name}: the model ran with gradients enabled: use torch.no_grad(), no graph is needed")
+    check(all(mode == start_in_train for mode in result["after"].values()),
+          f"{name}: put the model back in the mode it was in ({'train' if start_in_train else 'eval'})")
 
 
 # --------------------------------------------------------------------------- perplexity, bits, best step
@@ -208,6 +233,87 @@ def test_dropout_rejects_bad_p(ex):
         check_value_error(ex, "dropout", (x, bad), "p", "p is a probability, between 0 and 1")
 
 
+# --------------------------------------------------------------------------- evaluate_split
+
+
+def expected_evaluate_split(seed, data, context_length, vocab_size=7):
+    """Computed here, one target at a time: the loss of target i + 1 given its window's inputs up to i."""
+    model = PositionalBigram(vocab_size, context_length, seed).eval()
+    total = 0.0
+    with torch.no_grad():
+        for i in range(len(data) - 1):
+            start = i - i % context_length  # the window that holds input i starts here
+            logits, _ = model(data[start : i + 1][None])  # (1, i - start + 1, V)
+            total += F.cross_entropy(logits[0, -1].double(), data[i + 1]).item()
+    return total / (len(data) - 1)
+
+
+@pytest.mark.points(2)
+def test_evaluate_split_values(ex):
+    cases = ((41, 8, 2, "5 full windows of 8 targets, no shorter one"), (45, 8, 2, "5 full windows and one of 4"),
+             (83, 6, 64, "13 full windows and one of 4, all in one batch"), (30, 7, 1, "4 full windows and one of 1"),
+             (6, 8, 4, "only one window, of 5 targets"), (2, 3, 3, "one input and its target"))
+    for length, T, batch_size, why in cases:
+        data = random_ids(length, seed=100 + length)
+        name = f"evaluate_split(model, data of {length} ids, context_length={T}, batch_size={batch_size}) ({why})"
+        result = ex.probe(probe_evaluate_split, 3, data, T, batch_size, describe=name)
+        check(type(result["out"]) is float, f"{name} should return a Python float (.item()), got "
+                                            f"{type(result['out']).__name__}")
+        assert_number(result["out"], expected_evaluate_split(3, data, T),
+                      f"{name}: the sum of every target's loss over the {length - 1} targets", atol=1e-5)
+
+
+@pytest.mark.points(2)
+def test_evaluate_split_predicts_every_target_once(ex):
+    # Every id different, so an input row shows exactly which positions of data the model was run on.
+    for length, T, batch_size in ((40, 6, 4), (25, 8, 2), (19, 3, 64)):
+        data = torch.randperm(length, generator=torch.Generator().manual_seed(length))
+        name = f"evaluate_split(model, data of {length} ids, context_length={T}, batch_size={batch_size})"
+        result = ex.probe(probe_evaluate_split, 1, data, T, batch_size, length, describe=name)
+        rows = [row for call in result["calls"] for row in call["rows"]]
+        check(rows, f"{name} never called the model")
+        position = {int(token): i for i, token in enumerate(data)}
+        starts = []
+        for row in rows:
+            first = position[row[0]]
+            check(row == data[first : first + len(row)].tolist(),
+                  f"{name}: an input row is not a run of consecutive ids of data: {row}")
+            check(len(row) <= T, f"{name}: an input row holds {len(row)} ids, more than context_length={T}")
+            starts.append(first)
+        seen = sorted(position[token] for row in rows for token in row)
+        twice = sorted({i for i in seen if seen.count(i) > 1})
+        check(not twice, f"{name}: the inputs at positions {twice[:6]} of data were run more than once, so their "
+                         f"targets count twice: the windows must not overlap (start at 0, T, 2T, ...)")
+        missing = sorted(set(range(length - 1)) - set(seen))
+        check(not missing, f"{name}: the inputs at positions {missing[:6]} of data were never run, so the targets "
+                           f"after them were not predicted (the last, shorter window is needed too)")
+        check(length - 1 not in seen, f"{name}: the last id of data was used as an input, but it has no target")
+        check(sorted(starts) == list(range(0, length - 1, T)),
+              f"{name}: the windows should start at 0, {T}, {2 * T}, ...; they started at {sorted(starts)}")
+        widest = max(len(call["rows"]) for call in result["calls"])
+        check(widest <= batch_size, f"{name}: a call ran {widest} windows at once; run at most batch_size")
+
+
+@pytest.mark.points(1)
+def test_evaluate_split_runs_like_an_evaluation(ex):
+    data = random_ids(45, seed=4)
+    for start_in_train in (True, False):
+        mode = "train" if start_in_train else "eval"
+        name = f"evaluate_split(model with dropout in {mode} mode, data of 45 ids, context_length=8, batch_size=2)"
+        result = ex.probe(probe_evaluate_split, 2, data, 8, 2, 7, start_in_train, 0.5, describe=name)
+        check_ran_like_an_evaluation(name, result, start_in_train)
+
+
+@pytest.mark.points(1)
+def test_evaluate_split_rejects_bad_input(ex):
+    check_value_error(ex, "evaluate_split", (random_ids(1, 0), 4), "data",
+                      "one id has no target to predict", model_for=4)
+    check_value_error(ex, "evaluate_split", (random_ids(20, 0), 0), "context_length",
+                      "context_length must be a whole number >= 1", model_for=4)
+    check_value_error(ex, "evaluate_split", (random_ids(20, 0), 4, 0), "batch_size",
+                      "batch_size must be a whole number >= 1", model_for=4)
+
+
 # --------------------------------------------------------------------------- loss by position
 
 
@@ -247,19 +353,13 @@ def test_loss_by_position_runs_like_an_evaluation(ex):
         name = (f"loss_by_position(model in {'train' if start_in_train else 'eval'} mode, data of 83 ids, "
                 f"context_length=8, batch_size=3)")
         result = ex.probe(probe_loss_by_position, 2, data, 8, 3, start_in_train, 0.5, describe=name)
+        check_ran_like_an_evaluation(name, result, start_in_train)
         calls = result["calls"]
-        check(calls, f"{name} never called the model")
-        check(all(not c["training"] and not any(c["modes"].values()) for c in calls),
-              f"{name}: the model ran in training mode (dropout on): call model.eval() first")
-        check(all(not c["grad_enabled"] for c in calls),
-              f"{name}: the model ran with gradients enabled: use torch.no_grad(), no graph is needed")
         check(all(c["rows"] <= 3 for c in calls), f"{name}: a call ran {max(c['rows'] for c in calls)} windows at "
                                                   f"once; run at most batch_size windows per call")
         firsts = sorted(i for c in calls for i in c["first"])
         check(len(firsts) == 10, f"{name}: the model saw {len(firsts)} windows in all, expected 10 "
                                  f"(each consecutive window once)")
-        check(all(mode == start_in_train for mode in result["after"].values()),
-              f"{name}: put the model back in the mode it was in ({'train' if start_in_train else 'eval'})")
 
 
 @pytest.mark.points(1)

@@ -4,9 +4,9 @@
 import pytest
 import torch
 
-from _cases import BigramTable, Recorder
-from _grading import assert_close, assert_tensor, check, fail
-from _learner import generator
+from _grader.cases import BigramTable, Recorder
+from _grader.grading import assert_close, assert_tensor, check, fail
+from _grader.learner import generator
 
 NEG_INF = float("-inf")
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from _grading import SNAPSHOT_ATOL, SNAPSHOT_RTOL, assert_close, assert_tensor, check, fail
+from _grader.grading import SNAPSHOT_ATOL, SNAPSHOT_RTOL, assert_close, assert_tensor, check, fail
 
 NS_ATOL = 1e-4  # Newton–Schulz: five rounds of float32 products, in any equivalent order
 

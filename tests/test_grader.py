@@ -1,4 +1,4 @@
-"""Tests of the exercise grader itself (exercises/conftest.py, the workers and the graders).
+"""Tests of the exercise grader itself (exercises/_grader/, the workers and the graders).
 
 Proves that every grader test passes on solutions/, fails on the untouched
 stubs with the one-line "not implemented yet" message, catches a catalogue of
@@ -146,7 +146,7 @@ def runs(tmp_path_factory) -> dict[str, Run]:
                                     "--target", str(broken)], tmp))
 
     def snapshots():
-        proc = subprocess.run([sys.executable, "exercises/make_snapshots.py", "--check"], cwd=ROOT,
+        proc = subprocess.run([sys.executable, "exercises/_grader/make_snapshots.py", "--check"], cwd=ROOT,
                               capture_output=True, text=True, timeout=120)
         return {"snapshots": Run(proc.returncode, proc.stdout + proc.stderr, None)}
 
@@ -386,7 +386,7 @@ def unfinished_body_problems(source: str) -> list[str]:
 
     A def or class marked ``# given`` (make_stubs.py keeps it verbatim) is skipped, with what it holds.
     """
-    is_given = runpy.run_path(str(EXERCISES / "make_stubs.py"))["is_given"]
+    is_given = runpy.run_path(str(EXERCISES / "_grader" / "make_stubs.py"))["is_given"]
     lines, problems = source.splitlines(), []
 
     def visit(node: ast.AST) -> None:
@@ -440,7 +440,7 @@ def test_a_target_missing_an_earlier_chapter_never_borrows_the_stubs(runs):
 
 def test_snapshot_comparison_tolerates_float32_noise_but_not_real_differences():
     """Another machine's float32 results differ in the last bits: within rtol 1e-4/atol 1e-5 they agree."""
-    first_difference = runpy.run_path(str(EXERCISES / "make_snapshots.py"))["first_difference"]
+    first_difference = runpy.run_path(str(EXERCISES / "_grader" / "make_snapshots.py"))["first_difference"]
     assert first_difference(0.020968351513147354, 0.020968232303857803) is None  # seen on two machines
     assert first_difference([1.0, {"a": 2.0}], [1.00001, {"a": 2.00001}]) is None
     assert first_difference(0.0209, 0.0219) is not None
@@ -451,7 +451,7 @@ def test_snapshot_comparison_tolerates_float32_noise_but_not_real_differences():
 
 def test_integrity_scan_names_file_line_and_construct(tmp_path):
     """Every construct of the issue is reported at its line; ordinary course code is not."""
-    integrity = runpy.run_path(str(EXERCISES / "_integrity.py"))
+    integrity = runpy.run_path(str(EXERCISES / "_grader" / "integrity.py"))
     flagged = {
         "import minigpt": "import minigpt",
         "from solutions import ex01_tokenization": "from solutions import ...",
@@ -519,12 +519,12 @@ def run_probe(script: str, *args, timeout: float = 120) -> str:
 GUARD_PROBE = r'''
 import os, sys
 sys.path.insert(0, sys.argv[1])
-import _worker
+from _grader import worker as _worker
 root = os.path.dirname(sys.argv[1])
-guard = _worker._guard_against((os.path.join(root, "solutions"), os.path.join(root, "exercises", "snapshots")),
+guard = _worker._guard_against((os.path.join(root, "solutions"), os.path.join(root, "exercises", "_grader", "snapshots")),
                                root, allow_minigpt=False)
 attempts = {
-    "double slash read": ("open", ("/" + os.path.join(root, "exercises", "snapshots", "ex07_sampling.json"), "r", 0)),
+    "double slash read": ("open", ("/" + os.path.join(root, "exercises", "_grader", "snapshots", "ex07_sampling.json"), "r", 0)),
     "/proc/self/root read": ("open", ("/proc/self/root" + os.path.join(root, "solutions", "ex01_tokenization.py"),
                                       "r", 0)),
     "double slash write": ("open", ("/" + os.path.join(root, "exercises", "conftest.py"), "w", 0)),
@@ -554,7 +554,7 @@ def test_the_worker_guard_sees_through_paths_folders_and_ctypes():
 SPAWN_PROBE = r'''
 import gc, importlib.util, os, sys
 sys.path.insert(0, sys.argv[1])
-import _worker
+from _grader import worker as _worker
 _worker._disarm_fork_exec()
 sys.addaudithook(_worker._guard_against((), "/nonexistent-project", allow_minigpt=False))
 import _posixsubprocess, subprocess
@@ -594,7 +594,7 @@ PYC_PROBE = r'''
 import importlib.util, py_compile, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
-import _target
+from _grader import target as _target
 folder = Path(sys.argv[2])
 (folder / "ex09_probe.py").write_text("WHAT = 'the source the integrity checks read'\n")
 (folder / "other.py").write_text("WHAT = 'smuggled bytecode'\n")
@@ -616,7 +616,7 @@ import os, signal, sys
 from pathlib import Path
 exercises = Path(sys.argv[1])
 sys.path.insert(0, str(exercises))
-from _client import Worker, Zygote
+from _grader.client import Worker, Zygote
 zygote = Zygote()
 zygote.spawn()
 zygote._wait_ready()
@@ -636,7 +636,7 @@ def test_a_killed_zygote_costs_no_test_of_another_chapter():
 
 def test_integrity_scan_reads_a_file_as_python_decodes_it(tmp_path):
     """A coding cookie (utf-7 here) must not hide code in what a UTF-8 reader takes for a comment."""
-    integrity = runpy.run_path(str(EXERCISES / "_integrity.py"))
+    integrity = runpy.run_path(str(EXERCISES / "_grader" / "integrity.py"))
     file = tmp_path / "ex09_probe.py"
     file.write_bytes(b'# -*- coding: utf-7 -*-\n"""doc"""\n# nothing to see +AAo-exec("X = 1")\n')
     assert any(f.construct == "exec" for f in integrity["scan"](file))
@@ -647,7 +647,7 @@ import sys
 from pathlib import Path
 exercises, folder = Path(sys.argv[1]), Path(sys.argv[2])
 sys.path.insert(0, str(exercises))
-from _client import Worker, shared_zygote
+from _grader.client import Worker, shared_zygote
 (folder / "ex06_evaluation.py").write_text("import torch\n\n\ndef perplexity(loss):\n"
                                            "    return float(torch.empty(3 * 2**30).numel())  # 12 GiB, never touched\n")
 worker = Worker(shared_zygote(), folder, "ex06_evaluation", exercises / "test_ex06_evaluation.py")

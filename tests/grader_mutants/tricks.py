@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-SNAPSHOT_FILE = Path(__file__).resolve().parents[2] / "exercises" / "snapshots" / "ex07_sampling.json"
+SNAPSHOT_FILE = Path(__file__).resolve().parents[2] / "exercises" / "_grader" / "snapshots" / "ex07_sampling.json"
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _protocol import HEADER, MAX_FRAME, ProtocolError, loads, write_frame
+from _grader.protocol import HEADER, MAX_FRAME, ProtocolError, loads, write_frame
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]  # exercises/: where the package _grader is imported from
+# A worker's interpreter starts with -I (no PYTHONPATH, no user site, no script folder on sys.path), so it is
+# told where the package lives; it imports _grader.worker and runs main with the rest of the arguments.
+BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from _grader.worker import main; main(sys.argv[2:])"
 START_LIMIT = 120.0  # seconds for a fresh worker to import torch and the grader (not the learner's time)
 
 
@@ -82,7 +85,7 @@ class Zygote:
         ours, theirs = socket.socketpair()
         self.log = tempfile.TemporaryFile()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "PYTHON"))}
-        self.proc = subprocess.Popen([sys.executable, "-I", str(HERE / "_worker.py"), str(theirs.fileno())],
+        self.proc = subprocess.Popen([sys.executable, "-I", "-c", BOOT, str(HERE), "zygote", str(theirs.fileno())],
                                      pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=self.log,
                                      stderr=self.log, env=env, cwd=str(HERE))
         theirs.close()

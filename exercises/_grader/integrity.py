@@ -27,7 +27,8 @@ from pathlib import Path
 
 EXERCISE_FILE = re.compile(r"^ex\d\d_\w+\.py$")
 FORBIDDEN_MODULES = {"minigpt", "solutions", "importlib", "builtins", "ctypes", "pytest", "_pytest", "conftest",
-                     "_grading", "_cases", "_client", "_learner", "_worker", "_protocol", "_target", "_integrity",
+                     "_grader", "_grading", "_cases", "_client", "_learner", "_worker", "_protocol", "_target",
+                     "_integrity", "_oracles",
                      "gc", "inspect", "_posixsubprocess"}
 FORBIDDEN_NAMES = {"exec", "eval", "compile", "__import__", "__builtins__", "globals", "breakpoint", "vars",
                    "__loader__", "__spec__"}
@@ -35,7 +36,7 @@ FORBIDDEN_ATTRIBUTES = {"__code__", "__globals__", "__builtins__", "__closure__"
                         "f_locals", "f_back", "f_builtins", "_getframe", "gi_frame", "tb_frame",
                         "__defaults__", "__kwdefaults__", "meta_path", "path_hooks",
                         "__self__", "ctypes", "__getattribute__", "__dict__"}  # print.__self__ is the builtins module; torch.ctypes is ctypes
-FORBIDDEN_WORDS = re.compile(r"solutions|snapshots|_grading|_cases|conftest|test_ex\d\d")
+FORBIDDEN_WORDS = re.compile(r"solutions|snapshots|_grader|_grading|_cases|conftest|test_ex\d\d")
 
 
 @dataclass(frozen=True)

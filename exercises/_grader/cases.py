@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from _grading import fill_parameters
+from _grader.grading import fill_parameters
 
 SAMPLE_TEXT = (
     "the cat sat on the mat. the dog sat on the log. "

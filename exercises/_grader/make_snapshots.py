@@ -4,8 +4,8 @@ Runs every case of ``_cases.SNAPSHOT_CASES`` on ``solutions/`` and writes
 ``snapshots/exNN_<topic>.json``. Instructors run it after changing a
 solution or a case:
 
-    python exercises/make_snapshots.py          # rewrite the snapshots
-    python exercises/make_snapshots.py --check  # exit 1 if they are out of date
+    python exercises/_grader/make_snapshots.py          # rewrite the snapshots
+    python exercises/_grader/make_snapshots.py --check  # exit 1 if they are out of date
 
 The learner's grader never imports ``solutions/``: it only reads these files.
 """
@@ -18,12 +18,12 @@ import math
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]  # exercises/
 sys.path.insert(0, str(HERE))
 
-from _cases import CASE_SEEDS, SNAPSHOT_CASES  # noqa: E402
-from _grading import SNAPSHOT_ATOL, SNAPSHOT_RTOL, SNAPSHOTS, to_jsonable  # noqa: E402
-from _target import load, use_target  # noqa: E402
+from _grader.cases import CASE_SEEDS, SNAPSHOT_CASES  # noqa: E402
+from _grader.grading import SNAPSHOT_ATOL, SNAPSHOT_RTOL, SNAPSHOTS, to_jsonable  # noqa: E402
+from _grader.target import load, use_target  # noqa: E402
 
 
 def compute(solutions: Path) -> dict[str, dict]:

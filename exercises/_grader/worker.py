@@ -37,16 +37,17 @@ import sys
 import traceback
 from pathlib import Path
 
-GRADER = Path(__file__).resolve().parent
-SOLUTIONS, SNAPSHOT_DIR = GRADER.parent / "solutions", GRADER / "snapshots"
+PACKAGE = Path(__file__).resolve().parent  # exercises/_grader/
+GRADER = PACKAGE.parent  # exercises/: the graders (test_exNN_*.py) and the learner's own files
+SOLUTIONS, SNAPSHOT_DIR = GRADER.parent / "solutions", PACKAGE / "snapshots"
 if str(GRADER) not in sys.path:
     sys.path.insert(0, str(GRADER))
 
 import torch  # noqa: E402
 
-from _cases import SNAPSHOT_CASES  # noqa: E402
-from _protocol import plain, read_frame, write_frame  # noqa: E402
-from _target import load, use_target  # noqa: E402
+from _grader.cases import SNAPSHOT_CASES  # noqa: E402
+from _grader.protocol import plain, read_frame, write_frame  # noqa: E402
+from _grader.target import load, use_target  # noqa: E402
 
 TARGET: Path = GRADER
 LOG_LIMIT = 64 * 1024 * 1024  # bytes a worker may write to files (its printed output included)
@@ -227,7 +228,7 @@ def warm_up() -> None:
     2-core machine make a few training steps take seconds instead of a tenth of one.
     """
     torch.set_num_threads(1)
-    for name in ("pytest", "_learner", "_oracles"):  # what the grader files import, loaded from the grader's folder
+    for name in ("pytest", "_grader.learner", "_grader.oracles"):  # what the grader files import, loaded from the grader's folder
         importlib.import_module(name)
     for name in ("torch.utils._python_dispatch", "torch.utils._pytree"):  # for _cases.probe_on_another_device
         importlib.import_module(name)
@@ -285,6 +286,10 @@ def zygote(control_fd: int) -> None:
         control.sendall(json.dumps({"pid": pid}).encode() + b"\n")
 
 
-if __name__ == "__main__":
+def main(argv: list[str]) -> None:
+    """``zygote CONTROL_FD``: the entry point of the grader's worker interpreter (see ``client.BOOT``)."""
     os.environ.pop("PYTEST_CURRENT_TEST", None)
-    zygote(int(sys.argv[1]))
+    if argv[0] == "zygote":
+        zygote(int(argv[1]))
+    else:
+        raise SystemExit(f"unknown worker command {argv!r}")

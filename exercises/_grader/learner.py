@@ -19,8 +19,8 @@ from typing import Any, Callable
 
 import torch
 
-from _client import LearnerRaised, NotImplementedYet, Worker
-from _grading import GradeFailure
+from _grader.client import LearnerRaised, NotImplementedYet, Worker
+from _grader.grading import GradeFailure
 
 
 def generator(seed: int) -> dict:

@@ -22,9 +22,9 @@ The source text is edited line by line where ``ast`` locates the bodies, so
 comments and layout outside the removed bodies survive. Instructors edit the
 solution, then run::
 
-    python exercises/make_stubs.py              # rewrite every stub
-    python exercises/make_stubs.py ex02         # only chapter 2 (or ex02_batching.py)
-    python exercises/make_stubs.py --check      # exit 1 naming each stub that differs
+    python exercises/_grader/make_stubs.py              # rewrite every stub
+    python exercises/_grader/make_stubs.py ex02         # only chapter 2 (or ex02_batching.py)
+    python exercises/_grader/make_stubs.py --check      # exit 1 naming each stub that differs
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import re
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]  # exercises/
 SOLUTIONS = HERE.parent / "solutions"
 EXERCISE_NAME = re.compile(r"ex\d\d_\w+\.py")
 GIVEN = re.compile(r"#\s*given\s*(?:$|[:(\u2014-])")  # "# given", "# given: why"
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             stub_path.write_text(wanted, encoding="utf-8")
             print(f"wrote exercises/{stub_path.name}")
     if stale:
-        print(f"\nout of date: {', '.join(stale)}; run: python exercises/make_stubs.py "
+        print(f"\nout of date: {', '.join(stale)}; run: python exercises/_grader/make_stubs.py "
               f"{' '.join(s.split('_')[0] for s in stale)}", file=sys.stderr)
         return 1
     return 0

@@ -1,0 +1,418 @@
+"""Grading machinery for ``pytest exercises/``.
+
+Options (see ``pytest exercises/ --help``, section "minigpt grading"):
+
+- no option: grade the learner's files in ``exercises/``;
+- ``--solutions``: grade the reference answers in ``solutions/``;
+- ``--target DIR``: grade the ``exNN_*.py`` files in another folder;
+- ``--grade-report FILE``: also write the results as JSON;
+- ``--grade-timeout SECONDS``: time limit per test (default 20);
+- ``--strict``: an integrity finding costs the chapter its points (instructors);
+- ``--fresh-cases [SEED]``: draw the seeded inputs anew and compute their
+  expected values with ``solutions/`` (instructors).
+
+The learner's code never runs in this process. Each chapter's file is
+imported by a worker process (``client.py``, ``worker.py``) that the tests
+drive through the ``ex`` fixture; only plain data comes back, and the worker
+is killed at the time limit. This process holds the assertions, the points,
+the score table and the report.
+
+Each grader test carries points (``@pytest.mark.points(n)``, default 1). The
+catalogue of tests (and so ``max_points``) is read from the grader files, so
+a run of some tests (``-k``, ``-x``, one file) still counts the others, as
+"not run".
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import os
+import random
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+HERE = Path(__file__).resolve().parents[1]  # exercises/: the learner's files and the graders
+ROOT = HERE.parent
+
+from _grader.cases import CASE_SEEDS  # noqa: E402
+from _grader.client import Outcome, Worker, Zygote, shared_zygote  # noqa: E402
+from _grader.grading import GradeFailure, SNAPSHOTS  # noqa: E402
+from _grader.integrity import Finding, broken_rules, scan_target  # noqa: E402
+from _grader.learner import Learner  # noqa: E402
+
+DEFAULT_TIMEOUT = 20.0
+FAILED = ("failed", "error", "timeout", "crashed")
+
+
+# --------------------------------------------------------------------------- options
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("minigpt grading")
+    group.addoption("--solutions", action="store_true", default=False,
+                    help="grade the reference answers in solutions/ instead of exercises/")
+    group.addoption("--target", metavar="DIR", default=None,
+                    help="grade the exNN_*.py files in DIR (e.g. a learner's copy of exercises/)")
+    group.addoption("--grade-report", metavar="FILE", default=None,
+                    help="write the grading results as JSON to FILE (an old FILE is removed first)")
+    group.addoption("--grade-timeout", metavar="SECONDS", type=float, default=DEFAULT_TIMEOUT,
+                    help=f"time limit per grader test in seconds (default {DEFAULT_TIMEOUT:g}; 0 = none)")
+    # --strict is pytest's own flag (strict markers, config, ...); the grader reads it too: with it,
+    # a chapter whose file fails an integrity check earns 0 (without it, the learner sees a warning).
+    group.addoption("--fresh-cases", metavar="SEED", nargs="?", type=int, const=-1, default=None,
+                    help="draw the seeded inputs anew (from SEED, or a random one) and compute their expected "
+                         "values with solutions/ instead of the committed snapshots")
+
+
+@dataclass
+class Record:
+    """What the grader remembers about one test of the catalogue."""
+
+    nodeid: str
+    chapter: str
+    test: str
+    points: float
+    outcome: str = "not run"  # passed | failed | todo | timeout | crashed | error | not run
+    message: str = ""
+    earned: float = 0.0
+
+
+@dataclass
+class GradingState:
+    target: Path
+    mode: str
+    timeout: float
+    report_file: str | None
+    strict: bool
+    fresh_seed: int | None
+    selection: dict
+    records: dict[str, Record] = field(default_factory=dict)
+    findings: dict[str, list[Finding]] = field(default_factory=dict)
+    workers: dict[str, Worker] = field(default_factory=dict)
+    reference_workers: dict[str, Worker] = field(default_factory=dict)
+    zygote: Zygote = field(default_factory=shared_zygote)
+    snapshots: dict[str, dict] = field(default_factory=dict)
+
+
+STATE = pytest.StashKey[GradingState]()
+
+
+def _option(config: pytest.Config, name: str, default=None):
+    try:
+        return config.getoption(name)
+    except ValueError:  # this conftest was found late and its options were never registered
+        return default
+
+
+def exercise_name(test_file: str | Path) -> str:
+    """``test_ex02_batching.py`` -> ``ex02_batching``."""
+    return Path(test_file).stem.removeprefix("test_")
+
+
+def catalogue() -> list[tuple[str, str, float]]:
+    """Every grader test, read from the grader files: (chapter, test, points)."""
+    tests = []
+    for file in sorted(HERE.glob("test_ex[0-9][0-9]_*.py")):
+        for node in ast.parse(file.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
+                points = 1.0
+                for dec in node.decorator_list:
+                    if (isinstance(dec, ast.Call) and ast.unparse(dec.func).endswith("mark.points") and dec.args
+                            and isinstance(dec.args[0], ast.Constant)):
+                        points = float(dec.args[0].value)
+                tests.append((exercise_name(file), node.name, points))
+    return tests
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "points(n): how many points a grader test is worth (default 1)")
+    solutions, target = _option(config, "--solutions", False), _option(config, "--target")
+    if solutions and target:
+        raise pytest.UsageError("use either --solutions or --target DIR, not both")
+    if solutions:
+        folder, mode = ROOT / "solutions", "solutions"
+    elif target:
+        folder, mode = Path(target), "target"
+    else:
+        folder, mode = HERE, "exercises"
+    if not folder.is_dir():
+        raise pytest.UsageError(f"--target: {folder} is not a folder")
+    timeout = _option(config, "--grade-timeout", DEFAULT_TIMEOUT) or 0.0
+    if not math.isfinite(timeout) or timeout < 0:
+        raise pytest.UsageError(f"--grade-timeout must be a number of seconds >= 0 (0: no limit), got {timeout:g}")
+    fresh = _option(config, "--fresh-cases")
+    if fresh == -1:
+        fresh = random.SystemRandom().randrange(1, 10**6)
+    if fresh is not None and not 0 <= fresh < 2**40:
+        raise pytest.UsageError(f"--fresh-cases SEED must be an integer from 0 to 2**40, got {fresh}")
+    if fresh is not None and not (ROOT / "solutions").is_dir():
+        raise pytest.UsageError("--fresh-cases needs the solutions/ folder (it computes the expected values)")
+    report_file = _option(config, "--grade-report")
+    if report_file:
+        Path(report_file).unlink(missing_ok=True)  # a stale report must never pass for this run's
+    state = GradingState(
+        target=folder.resolve(), mode=mode, timeout=timeout, report_file=report_file,
+        strict=bool(_option(config, "--strict", False)), fresh_seed=fresh,
+        selection={"args": [str(a) for a in config.args], "keyword": config.option.keyword or "",
+                   "markexpr": config.option.markexpr or "", "maxfail": int(getattr(config.option, "maxfail", 0) or 0)},
+        findings=scan_target(folder.resolve()),
+    )
+    for chapter, test, points in catalogue():
+        key = f"exercises/test_{chapter}.py::{test}"
+        state.records[key] = Record(nodeid=key, chapter=chapter, test=test, points=points)
+    config.stash[STATE] = state
+    if not (config.option.help or config.option.collectonly):
+        state.zygote.spawn()  # torch loads in the zygote while pytest collects the graders
+    if getattr(config.option, "tbstyle", "auto") == "auto":
+        config.option.tbstyle = "short"
+
+
+def _state(config: pytest.Config) -> GradingState | None:
+    return config.stash.get(STATE, None)
+
+
+def display_path(path: str | Path) -> str:
+    """``exercises/ex02_batching.py`` when under the current folder, else the full path."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _record_for(state: GradingState, item: pytest.Item) -> Record | None:
+    return state.records.get(f"exercises/test_{exercise_name(item.path)}.py::{item.name}")
+
+
+# --------------------------------------------------------------------------- workers and the `ex` fixture
+
+
+def _worker(state: GradingState, chapter: str) -> Worker:
+    worker = state.workers.get(chapter)
+    if worker is None:
+        worker = state.workers[chapter] = Worker(state.zygote, state.target, chapter, HERE / f"test_{chapter}.py")
+        worker.start()
+    return worker
+
+
+def _seed_of(state: GradingState, case: str) -> int:
+    default = CASE_SEEDS[case]
+    return default if state.fresh_seed is None else state.fresh_seed * 1000 + default
+
+
+def _expected_cases(state: GradingState, chapter: str):
+    def expected(case: str, seed: int):
+        if state.fresh_seed is None:
+            if chapter not in state.snapshots:
+                state.snapshots[chapter] = json.loads((SNAPSHOTS / f"{chapter}.json").read_text(encoding="utf-8"))
+            return state.snapshots[chapter][case]
+        worker = state.reference_workers.get(chapter)
+        if worker is None:
+            worker = state.reference_workers[chapter] = Worker(state.zygote, ROOT / "solutions", chapter,
+                                                               HERE / f"test_{chapter}.py")
+        worker.begin_test(max(state.timeout, 120.0))
+        answer = worker.run("case", case, [seed], {}, f"computing the reference for {case!r} with solutions/")
+        if not answer["ok"]:
+            raise RuntimeError(f"solutions/{chapter}.py failed on the fresh case {case!r}: {answer['error']}")
+        return answer["value"]
+    return expected
+
+
+@pytest.fixture
+def ex(request: pytest.FixtureRequest) -> Learner:
+    """The learner's module for this test's chapter, run in the chapter's worker process."""
+    state = _state(request.config)
+    chapter = exercise_name(request.module.__file__)
+    file = state.target / f"{chapter}.py"
+    if not file.is_file():
+        pytest.fail(f"{display_path(file)} is missing: copy it from exercises/ and write the functions", pytrace=False)
+    broken = broken_rules(state.findings.get(chapter, []), request.node.name)
+    if broken:
+        raise GradeFailure(f"rule broken: {broken[0].why}; found {broken[0].construct} "
+                           f"({broken[0].file}, line {broken[0].line})")
+    worker = _worker(state, chapter)
+    worker.begin_test(state.timeout)
+    return Learner(worker, display_path, _expected_cases(state, chapter), lambda case: _seed_of(state, case))
+
+
+# --------------------------------------------------------------------------- friendly failures
+
+
+class FriendlyRepr:
+    """A failure shown as one plain line instead of a traceback."""
+
+    def __init__(self, message: str, path: str = "", lineno: int = 0) -> None:
+        self.message = message
+        self.reprcrash = SimpleNamespace(message=message, path=path, lineno=lineno)
+
+    def toterminal(self, tw) -> None:
+        for line in self.message.splitlines():
+            tw.line(line, red=True, bold=True)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def explain(excinfo: pytest.ExceptionInfo) -> tuple[str, str, bool]:
+    """Classify a failure: (outcome, one-line message, whether the message replaces the traceback)."""
+    exc = excinfo.value
+    if isinstance(exc, Outcome):
+        return exc.outcome, exc.message, True
+    if isinstance(exc, (GradeFailure, pytest.fail.Exception)):
+        return "failed", str(exc), True
+    # An error in the grader's own code (or in what it made of an odd answer): keep the traceback.
+    return "error", f"{type(exc).__name__}: {exc}", False
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    report = yield
+    state = _state(item.config)
+    record = _record_for(state, item) if state else None
+    if record is None:
+        return report
+    if report.passed and call.when == "call":
+        record.outcome, record.earned, record.message = "passed", record.points, ""
+    elif report.failed and record.outcome in ("not run", "passed"):
+        outcome, message = "failed", ""
+        if call.excinfo is not None:
+            outcome, message, friendly = explain(call.excinfo)
+            if friendly:
+                report.longrepr = FriendlyRepr(message, str(item.path), 0)
+        record.outcome, record.message, record.earned = outcome, message, 0.0
+    elif report.skipped and record.outcome == "not run":
+        record.outcome = "skipped"
+    if call.when == "teardown":
+        _write_report(state, exitstatus=None)  # a report exists whatever happens next
+    return report
+
+
+# --------------------------------------------------------------------------- score table and report
+
+
+def _chapter_label(chapter: str) -> str:
+    number, _, topic = chapter.removeprefix("ex").partition("_")
+    return f"{number} {topic}"
+
+
+def _todo_names(records: list[Record]) -> list[str]:
+    """The functions still to write, naming the file when it belongs to another chapter."""
+    names = []
+    for r in records:
+        if r.outcome == "todo" and "`" in r.message:
+            name = r.message.split("`")[1]
+            file = Path(r.message.rsplit(" in ", 1)[-1])
+            if file.stem != r.chapter:
+                name = f"{name} (in {file.name})"
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def summarise(state: GradingState) -> dict:
+    chapters: dict[str, dict] = {}
+    by_chapter: dict[str, list[Record]] = {}
+    for record in state.records.values():
+        by_chapter.setdefault(record.chapter, []).append(record)
+    for chapter in sorted(by_chapter):
+        recs = by_chapter[chapter]
+        findings = [f for f in state.findings.get(chapter, []) if f.kind == "integrity"]
+        zeroed = state.strict and bool(findings)
+        chapters[chapter] = {
+            "points": 0.0 if zeroed else sum(r.earned for r in recs),
+            "max_points": sum(r.points for r in recs),
+            "tests": len(recs),
+            "passed": sum(r.outcome == "passed" for r in recs),
+            "failed": sum(r.outcome in FAILED for r in recs),
+            "todo": sum(r.outcome == "todo" for r in recs),
+            "not_run": sum(r.outcome in ("not run", "skipped") for r in recs),
+            "still_to_write": _todo_names(recs),
+            "integrity": [f.as_dict() for f in findings],
+            "zeroed_by_integrity": zeroed,
+        }
+    totals = {key: sum(c[key] for c in chapters.values())
+              for key in ("points", "max_points", "tests", "passed", "failed", "todo", "not_run")}
+    return {
+        "target": str(state.target),
+        "mode": state.mode,
+        "strict": state.strict,
+        "fresh_cases_seed": state.fresh_seed,
+        "timeout_s": state.timeout,
+        "selection": state.selection,
+        "totals": totals,
+        "chapters": chapters,
+        "not_run": [r.nodeid for r in state.records.values() if r.outcome in ("not run", "skipped")],
+        "tests": [asdict(r) for r in state.records.values()],
+    }
+
+
+def _write_report(state: GradingState, exitstatus) -> None:
+    if not state.report_file:
+        return
+    summary = summarise(state)
+    summary["exit_status"] = None if exitstatus is None else int(exitstatus)
+    summary["complete"] = exitstatus is not None
+    path = Path(state.report_file)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _fmt_points(x: float) -> str:
+    return f"{x:g}"
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
+    state = _state(config)
+    if state is None or not state.records:
+        return
+    summary = summarise(state)
+    tr = terminalreporter
+    tr.write_sep("=", f"minigpt exercises: score for {display_path(state.target)}/")
+    tr.write_line(f"{'chapter':<16} {'points':>9} {'passed':>8}  still to do")
+    skipped_chapters = []
+    for chapter, c in summary["chapters"].items():
+        if c["not_run"] == c["tests"]:
+            skipped_chapters.append(chapter[2:4])
+            continue
+        todo = []
+        if c["zeroed_by_integrity"]:
+            todo.append("0 points: integrity check (--strict)")
+        if c["still_to_write"]:
+            todo.append("write " + ", ".join(c["still_to_write"]))
+        if c["failed"]:
+            todo.append(f"fix {c['failed']} failing test{'s' if c['failed'] > 1 else ''}")
+        if c["not_run"]:
+            todo.append(f"{c['not_run']} not run")
+        line = (f"{_chapter_label(chapter):<16} {_fmt_points(c['points']) + '/' + _fmt_points(c['max_points']):>9} "
+                f"{str(c['passed']) + '/' + str(c['tests']):>8}  {'; '.join(todo) or 'done'}")
+        tr.write_line(line, green=not todo, red=bool(todo) and c["passed"] == 0, yellow=bool(todo) and c["passed"] > 0)
+    t = summary["totals"]
+    tr.write_line(f"{'total':<16} {_fmt_points(t['points']) + '/' + _fmt_points(t['max_points']):>9} "
+                  f"{str(t['passed']) + '/' + str(t['tests']):>8}", bold=True)
+    if skipped_chapters:
+        tr.write_line(f"not run in this session: chapter{'s' if len(skipped_chapters) > 1 else ''} "
+                      f"{', '.join(skipped_chapters)} (they count in the total as not earned)")
+    warned = {f.text() for c in state.findings.values() for f in c if f.kind == "integrity"}
+    for text in sorted(warned):
+        tr.write_line(f"integrity {'(chapter earns 0)' if state.strict else 'warning'}: {text}", red=True)
+    if state.fresh_seed is not None:
+        tr.write_line(f"fresh cases drawn with --fresh-cases {state.fresh_seed}")
+    if state.report_file:
+        tr.write_line(f"grade report written to {state.report_file}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus) -> None:
+    state = _state(session.config)
+    if state is None:
+        return
+    for worker in list(state.workers.values()) + list(state.reference_workers.values()):
+        worker.kill()
+    _write_report(state, exitstatus)
