@@ -5,8 +5,9 @@ The loss is a mean cross-entropy in nats per token. Perplexity reads it as
 UTF-8 byte) makes models with different tokenizers comparable, because it
 counts characters (or bytes), which every tokenizer shares, instead of tokens.
 ``best_step`` picks the checkpoint to keep, ``dropout`` is the regulariser the
-chapter uses against overfitting, and ``loss_by_position`` splits the loss by
-how much context the model had.
+chapter uses against overfitting, ``evaluate_split`` measures the loss over a
+whole split with every target predicted exactly once, and ``loss_by_position``
+splits the loss by how much context the model had.
 """
 
 from __future__ import annotations
@@ -55,8 +56,11 @@ def bits_per_byte(loss: float, num_tokens: int, num_bytes: int) -> float:
 
     The same total information as in ``bits_per_char``, spread over the
     bytes of the text's UTF-8 encoding (``len(text.encode("utf-8"))``)
-    instead of its characters: a character takes 1 to 4 bytes, so this is
-    the unit that stays fair across languages and scripts.
+    instead of its characters. Bytes are what every tokenizer, byte-level
+    ones included, can be measured on, so this compares tokenizers on the
+    same text. It does not make languages comparable: a Greek letter is
+    2 bytes, so on Greek text bits per byte is about half of bits per
+    character. Comparing models needs the same text, in any unit.
 
     Args:
         loss: mean cross-entropy in nats per token.
@@ -119,6 +123,62 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
         return torch.zeros_like(x)
     keep = torch.rand(x.shape, device=x.device) >= p
     return x * keep / (1.0 - p)
+
+
+@torch.no_grad()
+def evaluate_split(model: nn.Module, data: torch.Tensor, context_length: int,
+                   batch_size: int = 64) -> float:
+    """The mean loss over every target of ``data``, each predicted exactly once.
+
+    ``estimate_loss`` averages a few random windows, so some targets are
+    counted twice and most never. Here the targets ``data[1:]`` are cut into
+    windows that do not overlap: inputs ``data[s : s + T]`` and targets
+    ``data[s + 1 : s + T + 1]`` for ``s = 0, T, 2T, ...`` (T =
+    ``context_length``). When ``len(data) - 1`` is not a multiple of T, the
+    last window is shorter: inputs ``data[s : -1]``, targets ``data[s + 1 :]``.
+    Run the full windows ``batch_size`` at a time and the shorter one on its
+    own, in eval mode (dropout off) and without building a graph, then put the
+    model back in the mode it was in. The result is the sum of every target's
+    cross-entropy divided by the number of targets, ``len(data) - 1`` (a
+    short window counts for its tokens, not as much as a full one).
+
+    Args:
+        model: called as ``model(x)``, returns ``(logits, loss)`` with logits of
+            shape (B, t, vocab_size) for x of shape (B, t), t <= context_length.
+        data: 1-D long tensor of token ids, at least 2 long.
+        context_length: T, the longest window; a whole number >= 1.
+        batch_size: most windows per call of the model; a whole number >= 1
+            (only memory and speed depend on it).
+
+    Returns:
+        The mean loss in nats per target, as a Python float.
+
+    Raises:
+        ValueError: naming ``context_length`` or ``batch_size`` if it is not a
+            whole number >= 1, or ``data`` if it holds fewer than 2 tokens.
+    """
+    for name, value in (("context_length", context_length), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+    if len(data) < 2:
+        raise ValueError(f"data has {len(data)} tokens but needs at least 2 (an input and its target)")
+    num_targets = len(data) - 1
+    full = num_targets // context_length  # windows of exactly context_length targets
+    x = data[: full * context_length].view(full, context_length)  # (full, T)
+    y = data[1 : full * context_length + 1].view(full, context_length)  # (full, T)
+    chunks = list(zip(x.split(batch_size), y.split(batch_size)))
+    if full * context_length < num_targets:  # what is left: one shorter window
+        chunks.append((data[full * context_length : -1][None], data[full * context_length + 1 :][None]))
+    was_training = model.training
+    model.eval()
+    try:
+        nats = 0.0  # the sum of every target's loss
+        for xb, yb in chunks:
+            logits, _ = model(xb)  # (b, t, V)
+            nats += F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="sum").item()
+        return nats / num_targets
+    finally:
+        model.train(was_training)
 
 
 @torch.no_grad()
