@@ -81,8 +81,10 @@ def sequential_batches(data: torch.Tensor, batch_size: int,
                        context_length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Cut ``data`` into non-overlapping windows, in order, grouped into batches.
 
-    Used to evaluate on a whole split exactly once, without randomness. The
-    windows are those of ``sliding_windows`` with ``stride = context_length``:
+    Used to evaluate on a whole split without randomness: no target is
+    predicted twice, and every one is predicted once except the last few,
+    where fewer than T + 1 ids are left for another window. The windows are
+    those of ``sliding_windows`` with ``stride = context_length``:
     they start at 0, T, 2T, ... (T = ``context_length``) as long as the
     window and its target fit (``s + T + 1 <= len(data)``). Consecutive
     windows are grouped ``batch_size`` at a time; the last batch holds what
