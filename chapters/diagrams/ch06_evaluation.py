@@ -1,4 +1,4 @@
-"""Diagrams of chapter 6: where each loss is measured, and how the context grows along a window.
+"""Diagrams of chapter 6: where each loss is measured, a whole split in windows, the context along a window.
 
 Drawn with the boxes and cells of ``_draw.py`` only, so ``make_diagrams.py`` can regenerate them.
 """
@@ -25,6 +25,35 @@ def split_figure():
     arrow(ax, val.bottom, (8.1, measure.y + measure.h), "val")
     ax.text(4.45, 2.55, "the train loss says how well it fits what it saw; "
             "the val loss, how well it predicts new text", ha="center", fontsize=9.5, color="#555555")
+    return fig
+
+
+def whole_split_figure():
+    """evaluate_split's windows: T = 4 over 11 ids, two full windows and a shorter last one; every target once."""
+    text, T = "THESEUS:\nNo", 4
+    shown = [c if c != "\n" else "\\n" for c in text]
+    size, left = 0.55, 2.3
+    fig, ax = new_diagram(9.6, 4.7)
+    ax.text(0.15, 4.4, f"A split of {len(text)} ids, windows of T = {T} that do not overlap: "
+            f"every id from the second on is a target exactly once", fontsize=10.5, va="center")
+    ax.text(0.15, 3.65 + size / 2, "the ids", va="center", fontsize=9.5)
+    cells(ax, left, 3.65, shown, size=size, fontsize=9)
+    for i in range(len(text)):
+        ax.text(left + (i + 0.5) * size, 3.5, str(i), ha="center", va="center", fontsize=7.5, color="#555555")
+    for k, start in enumerate(range(0, len(text) - 1, T)):
+        stop = min(start + T, len(text) - 1)  # the last window holds what is left
+        y = 2.6 - k * 0.95
+        label = f"window {k}" + (" (shorter)" if stop - start < T else "")
+        ax.text(0.15, y + size / 2, label, va="center", fontsize=9.5)
+        colors = ["white"] * start + [BLUE] * (stop - start) + ["white"] * (len(text) - stop)
+        cells(ax, left, y, [shown[i] if start <= i < stop else "" for i in range(len(text))], size=size,
+              colors=colors, fontsize=9)
+        for i in range(start + 1, stop + 1):
+            box(ax, left + i * size + 0.05, y - 0.3, size - 0.1, 0.22, color=ORANGE)
+        ax.text(left + len(text) * size + 0.25, y + 0.05, f"inputs {start}..{stop - 1}\ntargets {start + 1}..{stop}",
+                va="center", fontsize=8.5, color="#555555")
+    ax.text(0.15, 0.1, "blue: the window's inputs; orange bar: its targets (the same ids shifted by one). "
+            "Mean loss = sum over all 10 targets / 10", fontsize=9, color="#555555", va="center")
     return fig
 
 
@@ -56,4 +85,5 @@ def context_figure():
 
 
 def figures():
-    return {"ch06_split.png": split_figure(), "ch06_context.png": context_figure()}
+    return {"ch06_split.png": split_figure(), "ch06_whole_split.png": whole_split_figure(),
+            "ch06_context.png": context_figure()}
