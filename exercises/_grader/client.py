@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import select
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,23 @@ HERE = Path(__file__).resolve().parents[1]  # exercises/: where the package _gra
 # told where the package lives; it imports _grader.worker and runs main with the rest of the arguments.
 BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from _grader.worker import main; main(sys.argv[2:])"
 START_LIMIT = 120.0  # seconds for a fresh worker to import torch and the grader (not the learner's time)
+START_METHODS = ("fork", "spawn")
+
+
+def start_method() -> str:
+    """How workers start: ``fork`` from a zygote (Linux) or ``spawn``, a fresh interpreter per chapter
+    (macOS, Windows). ``MINIGPT_GRADER_START=spawn`` forces the second on Linux (the tests do)."""
+    chosen = os.environ.get("MINIGPT_GRADER_START", "").strip().lower()
+    if chosen and chosen not in START_METHODS:
+        raise ValueError(f"MINIGPT_GRADER_START must be one of {', '.join(START_METHODS)}, got {chosen!r}")
+    if chosen == "fork" and not sys.platform.startswith("linux"):
+        raise ValueError(f"MINIGPT_GRADER_START=fork works on Linux only (this is {sys.platform}): use spawn")
+    return chosen or ("fork" if sys.platform.startswith("linux") else "spawn")
+
+
+def worker_env() -> dict[str, str]:
+    """The environment of a worker: the grader's own, without pytest's and Python's variables."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "PYTHON"))}
 
 
 class Outcome(Exception):
@@ -84,7 +103,7 @@ class Zygote:
             return
         ours, theirs = socket.socketpair()
         self.log = tempfile.TemporaryFile()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "PYTHON"))}
+        env = worker_env()
         self.proc = subprocess.Popen([sys.executable, "-I", "-c", BOOT, str(HERE), "zygote", str(theirs.fileno())],
                                      pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=self.log,
                                      stderr=self.log, env=env, cwd=str(HERE))
@@ -156,12 +175,44 @@ def shared_zygote() -> Zygote:
     return _ZYGOTE
 
 
-class Worker:
-    """One chapter's learner file, in its own process (forked by the zygote)."""
+def _pump(fd: int, chunks: queue.Queue) -> None:
+    """Spawn start: move what the worker writes into ``chunks`` (b'' at its end)."""
+    while True:
+        try:
+            chunk = os.read(fd, 1 << 20)
+        except OSError:
+            chunk = b""
+        chunks.put(chunk)
+        if not chunk:
+            return
 
-    def __init__(self, zygote: Zygote, target: Path, module: str, test_file: Path) -> None:
+
+def kill_tree(pid: int) -> None:
+    """Kill a worker and what it started: its process group on POSIX (the worker leads its own session),
+    its process tree on Windows (``taskkill /T``)."""
+    if os.name == "posix":
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    else:
+        subprocess.run(["taskkill", "/F", "/T", "/PID", str(pid)], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, check=False)
+
+
+class Worker:
+    """One chapter's learner file, in its own process (forked by the zygote, or a fresh interpreter)."""
+
+    def __init__(self, zygote: Zygote | None, target: Path, module: str, test_file: Path,
+                 start: str | None = None) -> None:
         self.zygote, self.target, self.module, self.test_file = zygote, target, module, test_file
+        self.start_method = start or start_method()
         self.pid: int | None = None
+        self.proc: subprocess.Popen | None = None  # spawn start: the worker's own interpreter
+        self._chunks: queue.Queue | None = None  # spawn start: what a reader thread got from the worker
+        self._pending = b""
+        self.walls: list[str] = []  # what the worker's sandbox holds (sandbox.confine)
+        self.log_mark = 0  # where the current test's output starts in the log
         self.log = None
         self.imported = False
         self.import_failure: Outcome | None = None  # remembered: the chapter's other tests fail at once
@@ -174,14 +225,36 @@ class Worker:
     def start(self) -> None:
         if self.pid is not None:
             return
+        if self.start_method == "spawn":
+            self._spawn()
+            return
         to_child, self._send = os.pipe()
         self._recv, from_child = os.pipe()
         self.log = tempfile.TemporaryFile()
+        self.log_mark = 0
         try:
             self.pid = self.zygote.fork(self.target, self.test_file, (to_child, from_child, self.log.fileno()))
         finally:
             os.close(to_child)
             os.close(from_child)
+        self._ready = False
+
+    def _spawn(self) -> None:
+        """A fresh interpreter for this chapter: its own process group (POSIX) or process group (Windows)."""
+        self.log = tempfile.TemporaryFile()
+        self.log_mark = 0
+        options = {"start_new_session": True} if os.name == "posix" else \
+            {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+        self.proc = subprocess.Popen([sys.executable, "-I", "-c", BOOT, str(HERE), "worker", str(self.target),
+                                      str(self.test_file)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.log, env=worker_env(), cwd=str(HERE), bufsize=0, **options)
+        self.pid, self._send, self._recv = self.proc.pid, self.proc.stdin.fileno(), self.proc.stdout.fileno()
+        if sys.platform == "win32":
+            import msvcrt
+            for fd in (self._send, self._recv):
+                msvcrt.setmode(fd, os.O_BINARY)
+        self._chunks, self._pending = queue.Queue(), b""
+        threading.Thread(target=_pump, args=(self._recv, self._chunks), daemon=True).start()
         self._ready = False
 
     def _wait_ready(self) -> None:
@@ -191,21 +264,44 @@ class Worker:
         if not (isinstance(answer, dict) and answer.get("ready")):
             self.kill()
             raise WorkerCrashed(f"the grader's worker for {self.module} did not start: {self._log_tail()}")
+        self.walls = list(answer.get("walls", []))
         self._ready = True
 
     def kill(self) -> None:
+        """Kill the worker and everything it started (its process group; on Windows, its process tree)."""
         if self.pid is None:
             return
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        for fd in (self._send, self._recv):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        kill_tree(self.pid)
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            for pipe in (self.proc.stdin, self.proc.stdout):
+                try:
+                    pipe.close()
+                except OSError:
+                    pass
+            self.proc = None
+        else:
+            for fd in (self._send, self._recv):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
         self.pid, self.imported, self._ready = None, False, False
+
+    def printed(self, lines: int = 12, width: int = 2000) -> str:
+        """The last ``lines`` lines the learner's code printed during the current test (at most ``width``
+        characters), or ''."""
+        if self.log is None:
+            return ""
+        try:
+            self.log.seek(self.log_mark)
+            text = self.log.read(4 * 1024 * 1024).decode("utf-8", "replace")
+        except (OSError, ValueError):
+            return ""
+        kept = [line for line in text.splitlines() if line.strip()][-lines:]
+        joined = "\n".join(kept)
+        return joined if len(joined) <= width else "..." + joined[-width:]
 
     def _log_tail(self) -> str:
         if self.log is None:
@@ -217,6 +313,8 @@ class Worker:
     # ------------------------------------------------------------------ frames
 
     def _read_exactly(self, size: int, deadline: float, doing: str) -> bytes:
+        if self._chunks is not None:
+            return self._read_from_pump(size, deadline, doing)
         chunks, left = [], size
         while left:
             wait = deadline - time.monotonic()
@@ -231,6 +329,22 @@ class Worker:
             chunks.append(chunk)
             left -= len(chunk)
         return b"".join(chunks)
+
+    def _read_from_pump(self, size: int, deadline: float, doing: str) -> bytes:
+        """Spawn start: bytes from the reader thread (``select`` cannot wait on a pipe on Windows)."""
+        while len(self._pending) < size:
+            wait = deadline - time.monotonic()
+            if wait <= 0:
+                self._on_timeout(doing)
+            try:
+                chunk = self._chunks.get(timeout=None if wait == float("inf") else wait)
+            except queue.Empty:
+                self._on_timeout(doing)
+            if not chunk:
+                self._on_crash(doing)
+            self._pending += chunk
+        data, self._pending = self._pending[:size], self._pending[size:]
+        return data
 
     def _read(self, deadline: float, doing: str) -> Any:
         (size,) = HEADER.unpack(self._read_exactly(HEADER.size, deadline, doing))
@@ -257,7 +371,13 @@ class Worker:
     # ------------------------------------------------------------------ requests
 
     def begin_test(self, limit: float) -> None:
+        """A new test starts: its time limit, and where its printed output starts in the log."""
         self.limit = limit
+        if self.log is not None:
+            try:
+                self.log_mark = self.log.seek(0, os.SEEK_END)
+            except (OSError, ValueError):
+                pass
         self.deadline = time.monotonic() + limit if limit > 0 else float("inf")
 
     def _request(self, request: dict, deadline: float, doing: str) -> dict:
@@ -299,7 +419,8 @@ class Worker:
             self.import_failure = self._import_error(answer["error"])
             raise self.import_failure
         self.imported = True
-        self.begin_test(self.limit)  # the test's own time starts once the file is imported
+        # the test's own time starts once the file is imported (what the import printed stays in its output)
+        self.deadline = time.monotonic() + self.limit if self.limit > 0 else float("inf")
 
     def _import_error(self, info: dict) -> Outcome:
         file, where = f"{self.module}.py", info.get("origin") or info.get("file")

@@ -41,7 +41,7 @@ HERE = Path(__file__).resolve().parents[1]  # exercises/: the learner's files an
 ROOT = HERE.parent
 
 from _grader.cases import CASE_SEEDS  # noqa: E402
-from _grader.client import Outcome, Worker, Zygote, shared_zygote  # noqa: E402
+from _grader.client import Outcome, Worker, Zygote, shared_zygote, start_method  # noqa: E402
 from _grader.grading import GradeFailure, SNAPSHOTS  # noqa: E402
 from _grader.integrity import Finding, broken_rules, scan_target  # noqa: E402
 from _grader.learner import Learner  # noqa: E402
@@ -97,6 +97,7 @@ class GradingState:
     workers: dict[str, Worker] = field(default_factory=dict)
     reference_workers: dict[str, Worker] = field(default_factory=dict)
     zygote: Zygote = field(default_factory=shared_zygote)
+    start: str = "fork"  # how workers start: fork (from the zygote) or spawn (a fresh interpreter each)
     snapshots: dict[str, dict] = field(default_factory=dict)
 
 
@@ -153,6 +154,10 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"--fresh-cases SEED must be an integer from 0 to 2**40, got {fresh}")
     if fresh is not None and not (ROOT / "solutions").is_dir():
         raise pytest.UsageError("--fresh-cases needs the solutions/ folder (it computes the expected values)")
+    try:
+        start = start_method()
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
     report_file = _option(config, "--grade-report")
     if report_file:
         Path(report_file).unlink(missing_ok=True)  # a stale report must never pass for this run's
@@ -161,13 +166,13 @@ def pytest_configure(config: pytest.Config) -> None:
         strict=bool(_option(config, "--strict", False)), fresh_seed=fresh,
         selection={"args": [str(a) for a in config.args], "keyword": config.option.keyword or "",
                    "markexpr": config.option.markexpr or "", "maxfail": int(getattr(config.option, "maxfail", 0) or 0)},
-        findings=scan_target(folder.resolve()),
+        findings=scan_target(folder.resolve()), start=start,
     )
     for chapter, test, points in catalogue():
         key = f"exercises/test_{chapter}.py::{test}"
         state.records[key] = Record(nodeid=key, chapter=chapter, test=test, points=points)
     config.stash[STATE] = state
-    if not (config.option.help or config.option.collectonly):
+    if start == "fork" and not (config.option.help or config.option.collectonly):
         state.zygote.spawn()  # torch loads in the zygote while pytest collects the graders
     if getattr(config.option, "tbstyle", "auto") == "auto":
         config.option.tbstyle = "short"
@@ -196,7 +201,8 @@ def _record_for(state: GradingState, item: pytest.Item) -> Record | None:
 def _worker(state: GradingState, chapter: str) -> Worker:
     worker = state.workers.get(chapter)
     if worker is None:
-        worker = state.workers[chapter] = Worker(state.zygote, state.target, chapter, HERE / f"test_{chapter}.py")
+        worker = state.workers[chapter] = Worker(state.zygote, state.target, chapter, HERE / f"test_{chapter}.py",
+                                                 start=state.start)
         worker.start()
     return worker
 
@@ -215,7 +221,7 @@ def _expected_cases(state: GradingState, chapter: str):
         worker = state.reference_workers.get(chapter)
         if worker is None:
             worker = state.reference_workers[chapter] = Worker(state.zygote, ROOT / "solutions", chapter,
-                                                               HERE / f"test_{chapter}.py")
+                                                               HERE / f"test_{chapter}.py", start=state.start)
         worker.begin_test(max(state.timeout, 120.0))
         answer = worker.run("case", case, [seed], {}, f"computing the reference for {case!r} with solutions/")
         if not answer["ok"]:
@@ -270,6 +276,12 @@ def explain(excinfo: pytest.ExceptionInfo) -> tuple[str, str, bool]:
     return "error", f"{type(exc).__name__}: {exc}", False
 
 
+def _printed(state: GradingState, chapter: str) -> str:
+    """What the learner's code printed during the current test (bounded), from the chapter's worker."""
+    worker = state.workers.get(chapter)
+    return worker.printed() if worker is not None else ""
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     report = yield
@@ -283,8 +295,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         outcome, message = "failed", ""
         if call.excinfo is not None:
             outcome, message, friendly = explain(call.excinfo)
+            printed = _printed(state, record.chapter)
+            if printed:
+                message += "\nyour code printed (last lines):\n" + "\n".join("  | " + ln for ln in printed.splitlines())
             if friendly:
                 report.longrepr = FriendlyRepr(message, str(item.path), 0)
+            elif printed:
+                report.sections.append(("your code printed", printed))
         record.outcome, record.message, record.earned = outcome, message, 0.0
     elif report.skipped and record.outcome == "not run":
         record.outcome = "skipped"

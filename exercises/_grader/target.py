@@ -4,11 +4,11 @@ The grader can run against three folders: the learner's ``exercises/`` (the
 default), the reference ``solutions/`` (``--solutions``) or any other folder
 (``--target DIR``). Exercise files import each other by their plain names
 (``ex04_model.py`` does ``from ex03_attention import MultiHeadAttention``), so
-a plain ``sys.path`` entry is not enough: the worker also has ``exercises/``
-on ``sys.path`` for the grader's helpers, and the stubs there could win. A
-small import hook therefore answers every ``exNN_*`` import from the chosen
-folder and nowhere else, and any ``exNN_*`` module already imported from
-another folder is dropped first, so two targets can never be mixed.
+the folder is never put on ``sys.path`` (any other file there, a ``torch.py``,
+a ``random.py``, a ``conftest.py``, would be imported in its place). A small
+import hook answers every ``exNN_*`` import from the chosen folder and
+nowhere else, and any ``exNN_*`` module already imported from another folder
+is dropped first, so two targets can never be mixed.
 
 Used only where a learner's code may run: in a worker (``_worker.py``) and by
 ``make_snapshots.py`` on ``solutions/``; the pytest process never imports an
@@ -31,10 +31,15 @@ EXERCISE_NAME = re.compile(r"^ex\d\d_\w+$")
 
 class _SourceOnlyLoader(importlib.machinery.SourceFileLoader):
     """Compile the ``.py`` file itself: a ``__pycache__/*.pyc`` beside it could hold other code than the
-    file the integrity checks read (an "unchecked-hash" .pyc is used whatever the source says)."""
+    file the integrity checks read (an "unchecked-hash" .pyc is used whatever the source says). The
+    source was read when the folder was chosen, so the worker needs no right to read it afterwards."""
+
+    def __init__(self, fullname: str, path: str, source: bytes) -> None:
+        super().__init__(fullname, path)
+        self.source = source
 
     def get_code(self, fullname):
-        return self.source_to_code(self.get_data(self.path), self.path)
+        return self.source_to_code(self.source, self.path)
 
 
 class _TargetFinder(importlib.abc.MetaPathFinder):
@@ -42,15 +47,18 @@ class _TargetFinder(importlib.abc.MetaPathFinder):
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        self.sources = {f.stem: f.read_bytes() for f in sorted(folder.glob("ex[0-9][0-9]_*.py"))
+                        if EXERCISE_NAME.match(f.stem) and f.is_file()}
 
     def find_spec(self, fullname, path=None, target=None):
         if not EXERCISE_NAME.match(fullname):
             return None
         file = self.folder / f"{fullname}.py"
-        if not file.is_file():  # never fall back to another folder's copy (the stubs, say)
+        if fullname not in self.sources:  # never fall back to another folder's copy (the stubs, say)
             raise ModuleNotFoundError(f"{fullname}.py is not in the folder being graded, {self.folder}",
                                       name=fullname)
-        return importlib.util.spec_from_file_location(fullname, file, loader=_SourceOnlyLoader(fullname, str(file)))
+        loader = _SourceOnlyLoader(fullname, str(file), self.sources[fullname])
+        return importlib.util.spec_from_file_location(fullname, file, loader=loader)
 
 
 _current: _TargetFinder | None = None
@@ -80,7 +88,7 @@ def target_folder() -> Path:
 def load(name: str) -> ModuleType:
     """Import exercise module ``name`` (e.g. ``"ex02_batching"``) from the target."""
     file = target_folder() / f"{name}.py"
-    if not file.is_file():
+    if name not in _current.sources:
         raise FileNotFoundError(f"{file} does not exist")
     module = importlib.import_module(name)
     if Path(module.__file__).resolve() != file.resolve():  # pragma: no cover - safety net

@@ -1,27 +1,33 @@
 """The worker: the only kind of process that runs a learner's code.
 
-``_client.py`` starts one "zygote" per grading session:
-``python -I _worker.py CONTROL_FD`` (a fresh interpreter that ignores
-PYTHONPATH and the user's site folder). The zygote imports torch and the
-grader's helpers once, warms them up, and then forks one worker per chapter
-on request, which makes a worker cost milliseconds instead of seconds. The
-zygote itself never imports a learner's file.
+Two ways to start one (``client.START``, forced with ``MINIGPT_GRADER_START``):
+
+- **fork** (Linux's default): ``client.py`` starts one "zygote" per grading
+  session (``python -I -c BOOT EXERCISES zygote FD``: a fresh interpreter
+  that ignores PYTHONPATH and the user's site folder). The zygote imports
+  torch and the grader's helpers once, warms them up, and forks one worker
+  per chapter on request: a worker costs milliseconds instead of seconds.
+  The zygote itself never imports a learner's file.
+- **spawn** (macOS and Windows, where ``fork`` after torch is unsafe or
+  missing): one fresh interpreter per chapter (``... worker TARGET TEST``),
+  talking over its stdin and stdout.
 
 A worker imports the learner's ``exNN_<topic>.py`` from its target folder
-only, then answers requests one at a time:
+only, walls itself in (:mod:`_grader.sandbox`, then an audit hook), and
+answers requests one at a time:
 
 - ``import``: import the learner's file;
 - ``call``: run one learner function on the given arguments and send back its
   result and the arguments as they are after the call (to spot changes made in
   place);
 - ``probe``: run a grader-owned probe, a ``probe_*`` function of the chapter's
-  grader file (or of ``_cases.py``), which drives the learner's classes
+  grader file (or of ``cases.py``), which drives the learner's classes
   (builds a model, trains it a few steps, ...) and returns plain data;
-- ``case``: run a seeded snapshot case of ``_cases.py``.
+- ``case``: run a seeded snapshot case of ``cases.py``.
 
 Whatever the learner's code does here (patch torch, rewrite the graders,
 exit, loop forever) changes only what this worker sends back; the pytest
-process decides, and kills the worker's process group at the time limit.
+process decides, and kills the worker's process tree at the time limit.
 """
 
 from __future__ import annotations
@@ -30,7 +36,6 @@ import importlib.util
 import json
 import os
 import random
-import resource
 import signal
 import socket
 import sys
@@ -45,13 +50,12 @@ if str(GRADER) not in sys.path:
 
 import torch  # noqa: E402
 
+from _grader import sandbox  # noqa: E402
 from _grader.cases import SNAPSHOT_CASES  # noqa: E402
 from _grader.protocol import plain, read_frame, write_frame  # noqa: E402
 from _grader.target import load, use_target  # noqa: E402
 
 TARGET: Path = GRADER
-LOG_LIMIT = 64 * 1024 * 1024  # bytes a worker may write to files (its printed output included)
-MEMORY_LIMIT = 8 * 1024**3  # address space of a worker (torch takes under 1 GB): a runaway allocation is a MemoryError
 GRADER_MODULE = None
 
 
@@ -63,7 +67,10 @@ def _load_by_path(name: str, file: Path):
 
 
 FORBIDDEN_EVENTS = ("os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty",
-                    "subprocess.Popen", "os.kill", "os.killpg", "pty.spawn")
+                    "subprocess.Popen", "os.kill", "os.killpg", "pty.spawn", "os.startfile", "_winapi.CreateProcess",
+                    "_winapi.OpenProcess", "_winapi.TerminateProcess", "signal.pthread_kill")
+GRADER_MODULES = ("_grader", "conftest", "_grading", "_cases", "_client", "_learner", "_worker", "_protocol",
+                  "_target", "_integrity", "_oracles")  # the package and the old names of its modules
 PROCESS_MODULES = ("_posixsubprocess",)  # fork_exec starts a process and raises no audit event (Python 3.11)
 CTYPES_EVENTS = ("ctypes.dlopen", "ctypes.dlsym", "ctypes.dlsym/handle", "ctypes.call_function")  # raw C calls
 WRITING_EVENTS = ("os.remove", "os.rename", "os.rmdir", "os.mkdir", "shutil.rmtree", "shutil.move", "os.truncate",
@@ -121,6 +128,8 @@ def _guard_against(off_limits: tuple[str, ...], project: str, allow_minigpt: boo
             raise PermissionError(f"exercise code may not start processes ({args[0]})")
         elif event == "import" and not allow_minigpt and str(args[0]).split(".")[0] in ("minigpt", "solutions"):
             raise ImportError(f"exercise code may not import {args[0]}: the course's answers are off limits")
+        elif event == "import" and str(args[0]).split(".")[0] in GRADER_MODULES:
+            raise ImportError(f"exercise code may not import {args[0]}: the grader's modules are off limits")
         elif event in FORBIDDEN_EVENTS:
             raise PermissionError(f"exercise code may not start or signal processes ({event})")
         elif event in CTYPES_EVENTS:
@@ -192,17 +201,37 @@ def handle(request: dict) -> dict:
     raise ValueError(f"unknown request {op!r}")
 
 
+def hide_the_grader() -> None:
+    """Take the grader's modules out of the learner's reach: ``exercises/`` off ``sys.path`` and every
+    ``_grader`` module (and the loaded graders) out of ``sys.modules``. The objects the worker uses stay
+    alive through its own references; an ``import _grader...`` in learner code now has to find the package
+    again, which the audit hook refuses, and nothing on ``sys.path`` holds it."""
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() not in (GRADER, PACKAGE)]
+    for name in [n for n in sys.modules if n == "_grader" or n.startswith(("_grader.", "_grader_test_"))]:
+        del sys.modules[name]
+
+
+def _flush_printed() -> None:
+    """What the learner's code printed reaches the log before the answer does (the grader shows it)."""
+    for stream in (sys.__stdout__, sys.__stderr__, sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # a stream the learner's code replaced or closed
+            pass
+
+
 def serve(target: Path, test_file: Path, in_fd: int, out_fd: int) -> None:
     """A worker's life: set up for one chapter of one target, then answer requests until EOF."""
     global TARGET, GRADER_MODULE
     TARGET = target.resolve()
-    sys.path.insert(0, str(TARGET))
-    use_target(TARGET)
+    use_target(TARGET)  # exNN_* imports come from TARGET's files (read now); TARGET itself is never on sys.path
     GRADER_MODULE = _load_by_path(f"_grader_{test_file.stem}", test_file)
-    off_limits = tuple(str(p) for p in (SOLUTIONS, SNAPSHOT_DIR) if p != TARGET)
+    held = sandbox.confine(needed=(str(GRADER),))
+    hide_the_grader()
+    off_limits = tuple(str(p) for p in (SOLUTIONS, SNAPSHOT_DIR, PACKAGE) if p != TARGET)
     _disarm_fork_exec()
     sys.addaudithook(_guard_against(off_limits, str(GRADER.parent), allow_minigpt=TARGET == SOLUTIONS))
-    write_frame(out_fd, {"ready": True})
+    write_frame(out_fd, {"ready": True, "walls": held, "platform": sys.platform})
     while True:
         try:
             request = read_frame(in_fd)
@@ -212,6 +241,7 @@ def serve(target: Path, test_file: Path, in_fd: int, out_fd: int) -> None:
             answer = handle(request)
         except BaseException as exc:  # the learner's exception (SystemExit included) is data too
             answer = {"ok": False, "error": describe_exception(exc)}
+        _flush_printed()
         try:
             write_frame(out_fd, answer)
         except Exception as exc:  # e.g. a result that torch.save cannot write
@@ -273,8 +303,6 @@ def zygote(control_fd: int) -> None:
                 control.close()
                 os.setsid()  # its own process group: killing the group stops anything it started
                 _die_with(zygote_pid)
-                resource.setrlimit(resource.RLIMIT_FSIZE, (LOG_LIMIT, LOG_LIMIT))  # printing in a loop fills no disk
-                resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))  # nor fills the memory
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 os.dup2(fds[2], 1)
                 os.dup2(fds[2], 2)
@@ -286,10 +314,34 @@ def zygote(control_fd: int) -> None:
         control.sendall(json.dumps({"pid": pid}).encode() + b"\n")
 
 
+def spawned(target: Path, test_file: Path) -> None:
+    """A worker started as a fresh interpreter (macOS, Windows, or ``MINIGPT_GRADER_START=spawn``).
+
+    Frames travel over the pipes it was started with (its stdin and stdout); the learner's prints go to
+    its log (stderr), so they can never be mistaken for a frame.
+    """
+    in_fd, out_fd = os.dup(0), os.dup(1)
+    if sys.platform == "win32":  # frames are bytes: no newline translation on the pipes
+        import msvcrt
+        for fd in (in_fd, out_fd):
+            msvcrt.setmode(fd, os.O_BINARY)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    os.dup2(2, 1)
+    if sys.platform.startswith("linux"):
+        _die_with(os.getppid())  # the grading process ends: so does this worker
+    warm_up()
+    serve(target, test_file, in_fd, out_fd)
+
+
 def main(argv: list[str]) -> None:
-    """``zygote CONTROL_FD``: the entry point of the grader's worker interpreter (see ``client.BOOT``)."""
+    """The entry point of the grader's worker interpreters (see ``client.BOOT``):
+    ``zygote CONTROL_FD`` (fork start) or ``worker TARGET TEST_FILE`` (spawn start)."""
     os.environ.pop("PYTEST_CURRENT_TEST", None)
     if argv[0] == "zygote":
         zygote(int(argv[1]))
+    elif argv[0] == "worker":
+        spawned(Path(argv[1]), Path(argv[2]))
     else:
         raise SystemExit(f"unknown worker command {argv!r}")
