@@ -84,6 +84,20 @@ lab: $(VENV)/.lab
 	  --ServerApp.terminado_settings="shell_command=bash --rcfile '$(abspath $(LAB_BASHRC))'" \
 	  chapters/01_tokenization.ipynb
 
+## Instructors: dist/autograder.zip for Gradescope (setup.sh, run_autograder, graders, solutions/).
+GRADESCOPE_ZIP ?= dist/autograder.zip
+gradescope:
+	$(call require_python,$(PYTHON),$(PICK_ANOTHER))
+	$(PYTHON) exercises/_grader/gradescope.py build --out $(GRADESCOPE_ZIP)
+
+## Instructors: grade a class, one folder per learner: make gradebook SUBMISSIONS=DIR [JOBS=2] [GRADEBOOK_OPTIONS=...].
+gradebook: $(VENV)/.dev
+	$(BIN)/python exercises/_grader/gradebook.py $(or $(SUBMISSIONS),$(error \
+	  SUBMISSIONS is not set: make gradebook SUBMISSIONS=DIR, DIR holding one folder per learner)) \
+	  $(if $(JOBS),--jobs $(JOBS)) $(GRADEBOOK_OPTIONS)
+
+.PHONY: gradescope gradebook
+
 ## Print speed and quality figures (slow: minutes).
 bench: $(VENV)/.base
 	$(BIN)/python benchmarks/train_speed.py
