@@ -20,7 +20,11 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     For each row: ``loss_i = logsumexp(logits_i) - logits_i[targets_i]``.
     Compute logsumexp stably: subtract the row's maximum before ``exp`` and
     add it back after ``log``, so logits in the thousands do not overflow.
-    Do not call ``F.cross_entropy``, ``F.log_softmax`` or ``torch.logsumexp``.
+    Write it by hand: use no torch function or class whose name contains
+    ``cross_entropy``, ``log_softmax``, ``logsumexp``, ``nll_loss``,
+    ``CrossEntropyLoss``, ``NLLLoss`` or ``LogSoftmax`` (``F.cross_entropy``,
+    ``F.log_softmax``, ``.log_softmax()``, ``torch.logsumexp``, ``F.nll_loss``,
+    ...), whether called, imported or named in a string.
 
     Args:
         logits: (N, V) float tensor of unnormalised scores.

@@ -1,8 +1,9 @@
 """Grader for chapter 5: exercises/ex05_training.py (estimate_loss uses your ex02_batching.py).
 
-Rule: ``cross_entropy`` is written by hand (its docstring: no ``F.cross_entropy``,
-``F.log_softmax`` or ``torch.logsumexp``); ``_integrity.py`` enforces it.
-The small models come from ``_cases.py``; the grader builds the same ones in
+Rule: ``cross_entropy`` is written by hand (no torch function or class whose name
+contains cross_entropy, log_softmax, logsumexp, nll_loss, CrossEntropyLoss, NLLLoss or
+LogSoftmax); ``_grader/integrity.py`` enforces it.
+The small models come from ``_grader/cases.py``; the grader builds the same ones in
 its own process to compute the expected losses and weights.
 """
 
@@ -155,7 +156,7 @@ def test_train_step_runs_the_model_in_train_mode(ex):
 
 
 @pytest.mark.points(1)
-def test_loss_falls_when_training(ex):
+def test_train_step_makes_the_loss_fall(ex):
     x, y = bigram_batch(seed=2)
     losses = ex.probe(probe_training, 2, x, y, 30, describe="30 calls of train_step(model, AdamW(lr=0.1), x, y)")
     check(all(type(v) is float for v in losses), "train_step should return a Python float (loss.item())")

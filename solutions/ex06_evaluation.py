@@ -99,9 +99,13 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
 
     The scaling keeps every entry's expected value equal to ``x``, so the
     network sees the same sizes in training and in evaluation, where dropout
-    does nothing. Write it by hand (not ``F.dropout`` or ``nn.Dropout``):
-    draw the random numbers from torch's global generator (``torch.rand``,
-    ``torch.bernoulli``, ...), one independent draw per entry.
+    does nothing. Write it by hand: use no torch function or class whose
+    name contains ``dropout``, ``Dropout``, ``native_dropout``,
+    ``alpha_dropout`` or ``feature_alpha_dropout`` (``F.dropout``,
+    ``nn.Dropout``, ``torch.dropout``, ``F.dropout1d``, ...), whether called,
+    imported or named in a string. Draw the random numbers from torch's
+    global generator (``torch.rand``, ``torch.bernoulli``, ...), one
+    independent draw per entry.
 
     Args:
         x: a float tensor of any shape; it is not changed.
