@@ -78,7 +78,11 @@ def unwritten(module: str, name: str) -> list[str]:
 
 def pick(module: str, name: str, fallback: Any) -> Any:
     """The learner's ``name`` if it is written (no stub left in it), else ``fallback``, saying which."""
-    missing = unwritten(module, name)
+    try:
+        missing = unwritten(module, name)
+    except SyntaxError as error:  # the file does not parse: say where, and keep the chapter running
+        print(f"{name}: {where(module)} has a syntax error (line {error.lineno}: {error.msg}): using minigpt's")
+        return fallback
     if missing:
         print(f"{name}: not written yet ({', '.join(missing)} in {where(module)}): using minigpt's")
         return fallback
