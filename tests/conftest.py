@@ -32,3 +32,23 @@ def tiny_config(char_tokenizer) -> GPTConfig:
 def tiny_model(tiny_config) -> GPT:
     torch.manual_seed(0)
     return GPT(tiny_config).eval()
+
+
+def pytest_addoption(parser):
+    parser.addoption("--notebooks", action="store_true", default=False,
+                     help="also run the tests marked 'notebooks': every chapter executed with solutions/ and with the "
+                          "stubs as the learner's files (several minutes; `make test-tryit`)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "notebooks: executes every chapter notebook (slow); runs with --notebooks")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--notebooks"):
+        return
+    skip = pytest.mark.skip(reason="executes every chapter twice (several minutes): run it with `make test-tryit` "
+                                   "(pytest tests/test_tryit.py --notebooks), which `make test` includes")
+    for item in items:
+        if "notebooks" in item.keywords:
+            item.add_marker(skip)

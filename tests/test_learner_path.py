@@ -2,11 +2,17 @@
 
 Reads the notebooks (JSON), the stubs and the package's signatures; runs no notebook. Checks:
 
-* the stubs are what ``exercises/make_stubs.py`` makes of ``solutions/`` (they cannot drift);
+* the stubs are what ``exercises/_grader/make_stubs.py`` makes of ``solutions/`` (they cannot drift);
 * each chapter's ``## Your turn`` lists exactly its exercise file's public names and is followed
   by the one grading cell, and the markdown gives the terminal command too;
-* each exercise name is defined in its chapter with the same parameters, in the same order,
-  and, where ``minigpt`` has the same name, the package's function takes them in that order;
+* each public graded name has, where the chapter teaches it, a markdown cell "### Your turn: `name`"
+  naming the stub's file and a grading command ``pytest exercises/test_exNN_x.py -k ...`` whose ``-k``
+  selects that piece's tests and no other (pytest's own collection decides), then a try-it code cell
+  ``try_it("exNN_x", "name", lambda f: f(...), ...)`` whose calls of ``f`` bind to the stub's signature:
+  one name and one signature everywhere, without printing the answer in the chapter;
+* a by-hand piece's "Your turn" names every call the grader's by-hand rule table forbids;
+* every ``try_it``/``pick`` names an exercise file and one of its public names;
+* where ``minigpt`` has an exercise's name, the package's function takes its parameters in that order;
 * every "section N" and "chapter N" resolves;
 * nbval markers are cell tags (no ``# NBVAL_`` comments), and only known tags are used;
 * the committed notebooks were executed (outputs committed);
@@ -43,6 +49,24 @@ TERMINAL_COMMAND = "`pytest exercises/{grader}`"
 ALLOWED_TAGS = {"nbval-check-output", "nbval-ignore-output", "nbval-skip", "raises-exception",
                 "nbval-raises-exception"}
 NBVAL_COMMENT = re.compile(r"^\s*#+\s*(NBVAL_|PYTEST_VALIDATE_)")
+
+def grader_file(name: str) -> Path:
+    """One of the grader's own modules (``cases.py``), in ``exercises/_grader/`` or, before the move, ``exercises/_*.py``."""
+    moved = EXERCISES / "_grader" / name
+    return moved if moved.is_file() else EXERCISES / f"_{name}"
+
+
+GRADER_CASES = grader_file("cases.py")
+
+
+def by_hand_rules() -> tuple:
+    """The grader's by-hand rule table (``integrity.RULES``): each rule's file, forbidden names and tests."""
+    spec = importlib.util.spec_from_file_location("_grader_integrity", grader_file("integrity.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module.RULES
+
 
 # Exercise names whose parameters deliberately differ from minigpt's function of the same name,
 # with the reason the notebook gives. Keep it empty: make the names agree instead.
@@ -128,13 +152,19 @@ def headings(cells: list[dict]) -> set[int]:
 
 # ---------------------------------------------------------------- the checks
 
+def make_stubs_script(exercises: Path = EXERCISES) -> Path:
+    """``make_stubs.py``, in ``exercises/_grader/`` or, before the move, ``exercises/``."""
+    moved = exercises / "_grader" / "make_stubs.py"
+    return moved if moved.is_file() else exercises / "make_stubs.py"
+
+
 def stub_problems(exercises: Path = EXERCISES) -> Problems:
-    run = subprocess.run([sys.executable, str(exercises / "make_stubs.py"), "--check"],
+    run = subprocess.run([sys.executable, str(make_stubs_script(exercises)), "--check"],
                          capture_output=True, text=True, cwd=ROOT)
     if run.returncode == 0:
         return []
-    return [f"exercises/make_stubs.py --check failed: the stubs differ from what solutions/ gives. Edit the "
-            f"solution, then run .venv/bin/python exercises/make_stubs.py exNN.\n{run.stdout}{run.stderr}"]
+    return [f"exercises/_grader/make_stubs.py --check failed: the stubs differ from what solutions/ gives. Edit the "
+            f"solution, then run .venv/bin/python exercises/_grader/make_stubs.py exNN.\n{run.stdout}{run.stderr}"]
 
 
 def your_turn_problems(notebook: Path, exercise: Path) -> Problems:
@@ -173,23 +203,309 @@ def your_turn_problems(notebook: Path, exercise: Path) -> Problems:
     return problems
 
 
-def definition_problems(notebook: Path, exercise: Path) -> Problems:
-    """Every public exercise name is defined at top level of a code cell, with the same parameters."""
-    definitions: dict[str, list[tuple[int, list[str]]]] = {}
+# A piece's own "Your turn": "### Your turn: `get_batch`", then its try-it cell.
+PIECE_TURN = re.compile(r"^#{2,4}\s+Your turn:\s*`([A-Za-z_]\w*)")
+# "pytest exercises/test_ex02_batching.py -k get_batch" (or -k "a or b"), in the terminal or the notebook.
+PIECE_COMMAND = re.compile(r"pytest\s+(?:-q\s+)?(?:\.\./)?exercises/(test_ex\d\d_\w+\.py)\s+-k\s+"
+                           r"(\"[^\"]+\"|'[^']+'|[^\s`\"']+)")
+TRY_IT_FUNCTIONS = {"try_it", "pick"}
+
+
+def piece_turns(cells: list[dict]) -> dict[str, list[int]]:
+    """{name: [indices of markdown cells whose first line is "### Your turn: `name`"]}"""
+    turns: dict[str, list[int]] = {}
+    for index, cell in enumerate(cells):
+        if cell["cell_type"] == "markdown":
+            match = PIECE_TURN.match(source(cell).strip().split("\n")[0].strip())
+            if match:
+                turns.setdefault(match[1], []).append(index)
+    return turns
+
+
+def piece_commands(text: str) -> list[tuple[str, str]]:
+    """(grader file, -k expression) of every per-piece grading command in ``text``."""
+    return [(grader, expression.strip("\"'")) for grader, expression in PIECE_COMMAND.findall(text)]
+
+
+def signature_of(node: ast.FunctionDef | ast.ClassDef) -> inspect.Signature:
+    """The call signature of a stub read as text: a function's, or a class's ``__init__`` without ``self``."""
+    if isinstance(node, ast.ClassDef):
+        inits = [n for n in node.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"]
+        if not inits:
+            return inspect.Signature([])
+        return signature_of(inits[0]).replace(parameters=list(signature_of(inits[0]).parameters.values())[1:])
+    P, args, given = inspect.Parameter, node.args, object()
+    positional = args.posonlyargs + args.args
+    defaults = [P.empty] * (len(positional) - len(args.defaults)) + [given] * len(args.defaults)
+    found = [P(a.arg, P.POSITIONAL_ONLY if i < len(args.posonlyargs) else P.POSITIONAL_OR_KEYWORD, default=d)
+             for i, (a, d) in enumerate(zip(positional, defaults))]
+    found += [P(args.vararg.arg, P.VAR_POSITIONAL)] if args.vararg else []
+    found += [P(a.arg, P.KEYWORD_ONLY, default=P.empty if d is None else given)
+              for a, d in zip(args.kwonlyargs, args.kw_defaults)]
+    found += [P(args.kwarg.arg, P.VAR_KEYWORD)] if args.kwarg else []
+    return inspect.Signature(found)
+
+
+def stub_signatures(exercise: Path) -> dict[str, inspect.Signature]:
+    tree = ast.parse(exercise.read_text(encoding="utf-8"))
+    return {name: signature_of(node) for name, node in public_definitions(tree).items()}
+
+
+def try_it_calls(tree: ast.Module) -> list[ast.Call]:
+    """Every ``try_it(...)`` or ``pick(...)`` call in a cell."""
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Call)
+            and (n.func.id if isinstance(n.func, ast.Name) else getattr(n.func, "attr", None)) in TRY_IT_FUNCTIONS]
+
+
+def constant_args(call: ast.Call) -> list:
+    """The call's first two arguments when they are written as strings (module, name), else Nones."""
+    return [a.value if isinstance(a, ast.Constant) and isinstance(a.value, str) else None
+            for a in (call.args + [None, None])[:2]]
+
+
+def calls_of_the_piece(call: ast.Call, tree: ast.Module) -> list[ast.Call] | None:
+    """The calls ``run`` makes of the learner's object: ``f(...)`` in ``lambda f: f(...)`` (or a def in the cell).
+
+    None when ``run`` is neither a lambda nor a function defined in the cell.
+    """
+    run = call.args[2] if len(call.args) > 2 else next((k.value for k in call.keywords if k.arg == "run"), None)
+    if isinstance(run, ast.Name):
+        run = next((n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == run.id), None)
+    if not isinstance(run, (ast.Lambda, ast.FunctionDef)) or not run.args.args:
+        return None
+    learner = run.args.args[0].arg
+    body = run.body if isinstance(run.body, list) else [run.body]
+    return [n for statement in body for n in ast.walk(statement)
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == learner]
+
+
+def binding_problem(call: ast.Call, signature: inspect.Signature) -> str | None:
+    """Why the call's arguments, as written, do not bind to ``signature`` (None if they do, or cannot be told)."""
+    if any(isinstance(a, ast.Starred) for a in call.args) or any(k.arg is None for k in call.keywords):
+        return None  # *args / **kwargs: the count is not in the text
+    try:
+        signature.bind(*range(len(call.args)), **{k.arg: 0 for k in call.keywords})
+    except TypeError as error:
+        return str(error)
+    return None
+
+
+def turn_problems(notebook: Path, exercise: Path) -> Problems:
+    """Each public graded name has its "### Your turn: `name`" cell, then a try-it cell that calls it as the stub says.
+
+    The cell names the stub's file and a grading command ``pytest exercises/test_exNN_x.py -k ...`` (what the
+    ``-k`` selects is checked by ``selection_problems``); the next cell calls ``try_it("exNN_x", "name",
+    lambda f: f(...))``, and every call of ``f`` there binds to the stub's parameters.
+    """
+    cells = cells_of(notebook)
+    turns, signatures = piece_turns(cells), stub_signatures(exercise)
+    stub, grader, problems = f"exercises/{exercise.name}", f"test_{exercise.name}", []
+    for name in [n for n in turns if n not in signatures]:
+        problems.append(f"{where(notebook, turns[name][0])}: 'Your turn: `{name}`', but {stub} has no public {name} "
+                        f"(it holds {list(signatures)})")
+    for name, signature in signatures.items():
+        if name not in turns:
+            problems.append(f"{notebook.name}: {stub} grades {name}{signature}, but no markdown cell starts with "
+                            f"'### Your turn: `{name}`' where the chapter teaches it")
+            continue
+        if len(turns[name]) > 1:
+            problems.append(f"{notebook.name} cells {turns[name]}: more than one 'Your turn: `{name}`' cell")
+        index = turns[name][0]
+        text = source(cells[index])
+        if stub not in text:
+            problems.append(f"{where(notebook, index)}: 'Your turn: `{name}`' should name the file {stub}")
+        commands = piece_commands(text)
+        if not commands:
+            problems.append(f"{where(notebook, index)}: 'Your turn: `{name}`' should give the grading command for just "
+                            f"this piece: `pytest exercises/{grader} -k {name}` (a -k that selects its tests)")
+        problems += [f"{where(notebook, index)}: the grading command names exercises/{file}; {name} is graded by "
+                     f"exercises/{grader}" for file, _ in commands if file != grader]
+        following = cells[index + 1] if index + 1 < len(cells) else None
+        tree = python_of(source(following)) if following and following["cell_type"] == "code" else None
+        calls = [c for c in try_it_calls(tree) if constant_args(c) == [exercise.stem, name]] if tree else []
+        if not calls:
+            found = "nothing" if following is None else f"a {following['cell_type']} cell: {source(following)[:80]!r}"
+            problems.append(f"{where(notebook, index + 1)}: right after 'Your turn: `{name}`' comes a try-it code cell "
+                            f"calling try_it(\"{exercise.stem}\", \"{name}\", lambda f: f(<the chapter's example>), "
+                            f"reference=lambda: ...) (found {found})")
+            continue
+        if "nbval-check-output" in following.get("metadata", {}).get("tags", []):
+            problems.append(f"{where(notebook, index + 1)}: a try-it cell's output depends on the learner's file: "
+                            f"remove its nbval-check-output tag")
+        for call in calls:
+            uses = calls_of_the_piece(call, tree)
+            if not uses:
+                problems.append(f"{where(notebook, index + 1)}: try_it's run argument should call {name} itself, "
+                                f"as in lambda f: f(...) (found {ast.unparse(call)[:100]!r})")
+            for use in uses or []:
+                if (why := binding_problem(use, signature)) is not None:
+                    problems.append(f"{where(notebook, index + 1)}: {ast.unparse(use)} does not fit {stub}'s "
+                                    f"{name}{signature}: {why}")
+    return problems
+
+
+def try_it_target_problems(notebook: Path, exercises: Path = EXERCISES) -> Problems:
+    """Every ``try_it``/``pick`` in the chapter names an exercise file and one of its public names."""
+    apis = {path.stem: exercise_api(path) for path in exercise_files(exercises).values()}
+    problems = []
     for index, cell in enumerate(cells_of(notebook)):
         tree = python_of(source(cell)) if cell["cell_type"] == "code" else None
-        for name, node in (public_definitions(tree) if tree else {}).items():
-            definitions.setdefault(name, []).append((index, parameters(node)))
+        for call in try_it_calls(tree) if tree else []:
+            module, name = constant_args(call)
+            if module not in apis:
+                problems.append(f"{where(notebook, index)}: {ast.unparse(call)[:80]!r}: the first argument should be "
+                                f"an exercise file's name, one of {sorted(apis)}")
+            elif name not in apis[module]:
+                problems.append(f"{where(notebook, index)}: {ast.unparse(call)[:80]!r}: exercises/{module}.py has no "
+                                f"public {name!r} (it holds {list(apis[module])})")
+    return problems
+
+
+# ---------------------------------------------------------------- what a -k selects
+
+def referenced_pieces(grader: Path, names: set[str], cases: Path | None) -> dict[str, set[str]]:
+    """{test function: the graded names it exercises}, read from the grader's text.
+
+    A test exercises a name it uses as an attribute (``ex.get_batch``) or a string (``ex.probe(..., "Head")``),
+    directly or through the grader file's own functions and the seeded cases it names (``ex.case("bpe_rounds")``).
+    """
+    tree = ast.parse(grader.read_text(encoding="utf-8"))
+    tables = [{n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}]
+    if cases is not None and cases.is_file():
+        tables.append({n.name: n for n in ast.parse(cases.read_text(encoding="utf-8")).body
+                       if isinstance(n, ast.FunctionDef)})
+
+    def uses(node: ast.AST, seen: set) -> set[str]:
+        found = set()
+        for n in ast.walk(node):
+            word = (n.attr if isinstance(n, ast.Attribute) else n.id if isinstance(n, ast.Name)
+                    else n.value if isinstance(n, ast.Constant) and isinstance(n.value, str) else None)
+            if word is None:
+                continue
+            found |= {word} & names
+            for number, table in enumerate(tables):
+                if word in table and (number, word) not in seen:
+                    seen.add((number, word))
+                    found |= uses(table[word], seen)
+        return found
+
+    return {name: uses(node, set()) for name, node in tables[0].items() if name.startswith("test")}
+
+
+def squashed(text: str) -> str:
+    return text.replace("_", "").lower()
+
+
+def pieces_tests(grader: Path, name: str, names: set[str], cases: Path | None) -> tuple[set[str], set[str]]:
+    """(the tests a -k for ``name`` may select, the tests it must select).
+
+    It may select a test that exercises ``name``; it must select those that exercise ``name`` alone or are
+    named after it (``test_get_batch_...``, ``test_tinygpt_...`` for ``TinyGPT``).
+    """
+    pieces = referenced_pieces(grader, names, cases)
+    allowed = {test for test, used in pieces.items() if name in used}
+    required = {test for test in allowed if pieces[test] == {name} or squashed(name) in squashed(test)}
+    return allowed, required
+
+
+COLLECT = r"""
+import json, sys
+from pathlib import Path
+import pytest
+from _pytest.mark import KeywordMatcher
+from _pytest.mark.expression import Expression
+
+wanted, out = json.loads(sys.argv[1]), sys.argv[2]
+grabbed = []
+
+class Grab:
+    def pytest_collection_modifyitems(self, items):
+        grabbed.extend(items)
+
+status = pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", *sorted({f for f, _ in wanted})],
+                     plugins=[Grab()])
+results = []
+for file, expression in wanted:
+    try:
+        compiled = Expression.compile(expression)
+    except Exception as error:
+        results.append({"error": f"-k {expression!r} is not a pytest expression: {error}"})
+        continue
+    results.append({"selected": sorted({item.originalname for item in grabbed if item.path == Path(file).resolve()
+                                        and compiled.evaluate(KeywordMatcher.from_item(item))})})
+Path(out).write_text(json.dumps({"status": int(status), "results": results}))
+"""
+_SELECTED: dict[tuple[str, str, str], dict] = {}
+
+
+def selected_tests(wanted: list[tuple[Path, str]], cwd: Path = ROOT) -> list[dict]:
+    """What ``pytest <grader> -k <expression>`` collects, for each (grader, expression): {"selected": [...]} or {"error"}.
+
+    One pytest collection (in a subprocess, with pytest's own -k matching) for every pair not asked before.
+    """
+    key = lambda file, expression: (file.name, file.read_text(encoding="utf-8"), expression)  # noqa: E731
+    missing = [(file, expression) for file, expression in wanted if key(file, expression) not in _SELECTED]
+    if missing:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            out = Path(folder) / "selected.json"
+            run = subprocess.run([sys.executable, "-c", COLLECT, json.dumps([[str(f), e] for f, e in missing]), str(out)],
+                                 capture_output=True, text=True, cwd=cwd, timeout=600)
+            if not out.is_file():
+                raise RuntimeError(f"collecting the graders failed:\n{run.stdout[-3000:]}{run.stderr[-3000:]}")
+            for (file, expression), result in zip(missing, json.loads(out.read_text())["results"]):
+                _SELECTED[key(file, expression)] = result
+    return [_SELECTED[key(file, expression)] for file, expression in wanted]
+
+
+def selection_problems(notebook: Path, exercise: Path, cases: Path | None = None) -> Problems:
+    """Each "Your turn: `name`" grading command's ``-k`` selects that piece's tests, and only tests of that piece."""
+    cases = cases if cases is not None else GRADER_CASES
+    cells, names = cells_of(notebook), set(exercise_api(exercise))
+    grader = exercise.parent / f"test_{exercise.name}"
+    asked = [(index, name, expression) for name, indices in piece_turns(cells).items() if name in names
+             for index in indices for file, expression in piece_commands(source(cells[index]))
+             if file == grader.name]
+    if not asked or not grader.is_file():
+        return []
     problems = []
-    for name, wanted in exercise_api(exercise).items():
-        if name not in definitions:
-            problems.append(f"{notebook.name}: exercises/{exercise.name} grades {name}({', '.join(wanted)}), but no "
-                            f"code cell defines it (def/class {name} at the top level of a cell): teach it there")
-        for index, found in definitions.get(name, []):
-            if found != wanted:
-                problems.append(f"{where(notebook, index)}: {name}({', '.join(found)}) differs from "
-                                f"exercises/{exercise.name}'s {name}({', '.join(wanted)}): use the same parameter "
-                                f"names in the same order")
+    results = selected_tests([(grader, expression) for _, _, expression in asked], cwd=exercise.parent.parent)
+    for (index, name, expression), result in zip(asked, results):
+        command = f"pytest exercises/{grader.name} -k {expression!r}"
+        if "error" in result:
+            problems.append(f"{where(notebook, index)}: {command}: {result['error']}")
+            continue
+        allowed, required = pieces_tests(grader, name, names, cases)
+        chosen = set(result["selected"])
+        if not chosen:
+            problems.append(f"{where(notebook, index)}: {command} selects no test: {name}'s tests are "
+                            f"{sorted(required or allowed)}")
+        if extra := sorted(chosen - allowed):
+            problems.append(f"{where(notebook, index)}: {command} also selects {extra}, which do not grade {name}")
+        if left := sorted(required - chosen):
+            problems.append(f"{where(notebook, index)}: {command} leaves out {left}, which grade {name}")
+    return problems
+
+
+def by_hand_problems(notebook: Path, exercise: Path, rules: tuple | None = None,
+                     cases: Path | None = None) -> Problems:
+    """A "Your turn" for a by-hand piece (one whose tests a by-hand rule covers) names every call the rule forbids."""
+    cells, names = cells_of(notebook), set(exercise_api(exercise))
+    cases = cases if cases is not None else GRADER_CASES
+    problems = []
+    for rule in rules if rules is not None else by_hand_rules():
+        if rule.file != exercise.name:
+            continue
+        for name, indices in piece_turns(cells).items():
+            allowed, _ = pieces_tests(exercise.parent / f"test_{exercise.name}", name, names, cases) \
+                if name in names else (set(), set())
+            if not allowed & set(rule.tests):
+                continue
+            text = source(cells[indices[0]])
+            if missing := sorted(n for n in rule.names if n not in text):
+                problems.append(f"{where(notebook, indices[0])}: 'Your turn: `{name}`' is by hand; list every call the "
+                                f"grader forbids (exercises' by-hand rule table): {missing} are not named")
     return problems
 
 
@@ -350,8 +666,23 @@ def test_your_turn_lists_the_exercises_and_grades_them(notebook, exercise):
 
 
 @pytest.mark.parametrize("notebook, exercise", PAIRS, ids=[n.stem for n, _ in PAIRS])
-def test_every_exercise_is_taught_with_its_signature(notebook, exercise):
-    assert not (problems := definition_problems(notebook, exercise)), report(problems)
+def test_every_piece_has_its_turn_and_try_it_cell_with_the_stubs_signature(notebook, exercise):
+    assert not (problems := turn_problems(notebook, exercise)), report(problems)
+
+
+@pytest.mark.parametrize("notebook, exercise", PAIRS, ids=[n.stem for n, _ in PAIRS])
+def test_each_pieces_grading_command_selects_its_tests(notebook, exercise):
+    assert not (problems := selection_problems(notebook, exercise)), report(problems)
+
+
+@pytest.mark.parametrize("notebook, exercise", PAIRS, ids=[n.stem for n, _ in PAIRS])
+def test_by_hand_pieces_list_every_forbidden_call(notebook, exercise):
+    assert not (problems := by_hand_problems(notebook, exercise)), report(problems)
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[n.stem for n in NOTEBOOKS])
+def test_try_it_cells_name_an_exercise_and_its_piece(notebook):
+    assert not (problems := try_it_target_problems(notebook)), report(problems)
 
 
 @pytest.mark.parametrize("exercise", [e for _, e in PAIRS], ids=[e.stem for _, e in PAIRS])
@@ -427,32 +758,77 @@ class Window:
         """Doc."""
         raise NotImplementedError
 '''
+# The chapter's grader: which test exercises which piece is read from its text.
+GRADER = '''def test_get_batch_shapes(ex):
+    ex.get_batch([1, 2, 3], 2, 1)
+
+
+def test_y_is_shifted(ex):
+    assert ex.get_batch
+
+
+def test_window_length(ex):
+    ex.probe(probe_window, "Window")
+
+
+def test_batches_from_a_dataset(ex):
+    ex.get_batch(ex.Window([1], 1), 1, 1)
+
+
+def probe_window(m):
+    return m.Window
+'''
 TURN = ("## Your turn\n\n- `get_batch(data, batch_size, context_length)` — random windows\n"
         "- `Window(data, context_length)` — a dataset\n\nOr, in JupyterLab's terminal: "
         "`pytest exercises/test_ex02_batching.py`\n")
 GRADE = "import sys\n!{sys.executable} -m pytest -q ../exercises/test_ex02_batching.py"
-TEACH = ("def get_batch(data, batch_size, context_length, generator=None):\n    return data\n\n"
-         "class Window:\n    def __init__(self, data, context_length):\n        self.data = data\n")
+TEACH = "windows = [data[i:i + 4] for i in (0, 3)]  # one window at a time, not the batch\nprint(windows)\n"
+TURN_GET_BATCH = ("### Your turn: `get_batch`\n\nWrite `get_batch(data, batch_size, context_length, generator=None)` in "
+                  "`exercises/ex02_batching.py`: it returns `x` and `y`, both `(batch_size, context_length)` int64.\n\n"
+                  "Grade just this piece: `pytest exercises/test_ex02_batching.py -k \"get_batch or shifted\"`\n")
+TRY_GET_BATCH = ('from tryit import try_it\n\n'
+                 'try_it("ex02_batching", "get_batch", lambda f: f(data, 2, 4, generator=None),\n'
+                 '       reference=lambda: minigpt.get_batch(data, 2, 4))')
+TURN_WINDOW = ("### Your turn: `Window`\n\n`Window(data, context_length)` in `exercises/ex02_batching.py`.\n\n"
+               "`pytest exercises/test_ex02_batching.py -k window_length`\n")
+TRY_WINDOW = 'try_it("ex02_batching", "Window", lambda cls: len(cls(data, context_length=4)))'
 GOOD = [("markdown", "# Chapter 2\n\n## 1. Shift\n\nAs section 1 shows; chapter 1, section 1 too."),
-        ("code", TEACH), ("markdown", TURN), ("code", GRADE)]
+        ("code", TEACH), ("markdown", TURN_GET_BATCH), ("code", TRY_GET_BATCH), ("markdown", TURN_WINDOW),
+        ("code", TRY_WINDOW), ("markdown", TURN), ("code", GRADE)]
 CHAPTER_1 = [("markdown", "# Chapter 1\n\n## 1. Ids\n\nText.")]
 
 
+@pytest.fixture(scope="module")
+def selections_collected(tmp_path_factory):
+    """What each -k of the synthetic cases selects, collected once (one pytest run) instead of once per case."""
+    grader = tmp_path_factory.mktemp("grader") / "test_ex02_batching.py"
+    grader.write_text(GRADER)
+    every = [cells for cells, _ in BAD_CHAPTERS.values()] + list(GOOD_VARIANTS.values()) + [GOOD]
+    texts = [cell[1] for cells in every for cell in cells if isinstance(cell, tuple) and cell[0] == "markdown"]
+    selected_tests(sorted({(grader, expression) for text in texts for _, expression in piece_commands(text)}),
+                   cwd=grader.parent)
+
+
 @pytest.fixture
-def course(tmp_path):
+def course(tmp_path, selections_collected):
     """A two-chapter course: write(cells) makes chapter 2 with those cells; returns (notebook, exercise)."""
     (tmp_path / "figures").mkdir()
     write_notebook(tmp_path / "01_tokens.ipynb", CHAPTER_1)
     exercise = tmp_path / "ex02_batching.py"
     exercise.write_text(EXERCISE)
+    (tmp_path / "test_ex02_batching.py").write_text(GRADER)
 
     def write(cells):
         return write_notebook(tmp_path / "02_batching.ipynb", cells), exercise
     return write
 
 
+NO_CASES = Path("no-such-cases.py")
+
+
 def all_problems(notebook: Path, exercise: Path) -> Problems:
-    return (your_turn_problems(notebook, exercise) + definition_problems(notebook, exercise)
+    return (your_turn_problems(notebook, exercise) + turn_problems(notebook, exercise)
+            + selection_problems(notebook, exercise, cases=NO_CASES) + try_it_target_problems(notebook, exercise.parent)
             + cross_reference_problems(notebook, notebook.parent) + tag_problems(notebook)
             + execution_problems(notebook) + figure_problems(notebook))
 
@@ -461,37 +837,74 @@ def test_a_consistent_chapter_has_no_problems(course):
     assert all_problems(*course(GOOD)) == []
 
 
-def replace(index: int, cell):
+def replace(index: int, cell) -> list:
     return [cell if i == index else c for i, c in enumerate(GOOD)]
 
 
+def with_command(expression: str) -> list:
+    return replace(2, ("markdown", TURN_GET_BATCH.replace('-k "get_batch or shifted"', f"-k {expression}")))
+
+
+def with_try(text: str) -> list:
+    return replace(3, ("code", text))
+
+
+def tagged(text: str, tag: str) -> dict:
+    return {"cell_type": "code", "execution_count": 1, "outputs": [], "source": text, "metadata": {"tags": [tag]}}
+
+
 BAD_CHAPTERS = {
-    "a bullet missing": (replace(2, ("markdown", TURN.replace("- `Window", "- Window"))), "bullets name"),
-    "a bullet too many": (replace(2, ("markdown", TURN + "- `_helper(x)` — no\n")), "bullets name"),
-    "a '+' bullet too many": (replace(2, ("markdown", TURN + "+ `extra(x)` — no\n")), "bullets name"),
-    "a nested bullet too many": (replace(2, ("markdown", TURN + "  - `extra(x)` — no\n")), "bullets name"),
-    "a numbered item too many": (replace(2, ("markdown", TURN + "1. `extra(x)` — no\n")), "bullets name"),
-    "taught only under if False": (replace(1, ("code", "if False:\n" + "".join(f"    {line}\n" for line in
-                                                                               TEACH.splitlines()))),
-                                   "no code cell defines it"),
-    "taught only in a raw cell": (replace(1, ("raw", TEACH)), "no code cell defines it"),
-    "no Your turn": (GOOD[:2], "exactly one markdown cell"),
+    "a bullet missing": (replace(6, ("markdown", TURN.replace("- `Window", "- Window"))), "bullets name"),
+    "a bullet too many": (replace(6, ("markdown", TURN + "- `_helper(x)` — no\n")), "bullets name"),
+    "a '+' bullet too many": (replace(6, ("markdown", TURN + "+ `extra(x)` — no\n")), "bullets name"),
+    "a nested bullet too many": (replace(6, ("markdown", TURN + "  - `extra(x)` — no\n")), "bullets name"),
+    "a numbered item too many": (replace(6, ("markdown", TURN + "1. `extra(x)` — no\n")), "bullets name"),
+    "no Your turn": (GOOD[:6], "exactly one markdown cell"),
     "two Your turns": (GOOD + [("markdown", TURN)], "exactly one markdown cell"),
-    "Your turn not first line": (replace(2, ("markdown", "Now:\n" + TURN)), "exactly one markdown cell"),
-    "no terminal command": (replace(2, ("markdown", TURN.replace("`pytest exercises/test_ex02_batching.py`", ""))),
+    "Your turn not first line": (replace(6, ("markdown", "Now:\n" + TURN)), "exactly one markdown cell"),
+    "no terminal command": (replace(6, ("markdown", TURN.replace("`pytest exercises/test_ex02_batching.py`", ""))),
                             "terminal command"),
-    "grading cell missing": (GOOD[:3], "right after '## Your turn'"),
-    "grading cell for another chapter": (replace(3, ("code", GRADE.replace("ex02", "ex03"))), "exactly:"),
-    "grading cell with .venv/bin/pytest": (replace(3, ("code", "!.venv/bin/pytest exercises/")), "exactly:"),
+    "grading cell missing": (GOOD[:7], "right after '## Your turn'"),
+    "grading cell for another chapter": (replace(7, ("code", GRADE.replace("ex02", "ex03"))), "exactly:"),
+    "grading cell with .venv/bin/pytest": (replace(7, ("code", "!.venv/bin/pytest exercises/")), "exactly:"),
     "a section after Your turn": (GOOD + [("markdown", "## 9. More")], "must be the chapter's last section"),
-    "exercise not taught": (replace(1, ("code", "x = 1")), "no code cell defines it"),
-    "my_ prefix": (replace(1, ("code", TEACH.replace("def get_batch", "def my_get_batch"))), "no code cell defines"),
-    "parameters reordered": (replace(1, ("code", TEACH.replace("batch_size, context_length,",
-                                                               "context_length, batch_size,"))), "differs from"),
-    "class parameter renamed": (replace(1, ("code", TEACH.replace("(self, data, context_length)",
-                                                                  "(self, data, block_size)"))), "Window(data, "),
-    "second, different definition": (GOOD[:2] + [("code", "def get_batch(data):\n    pass")] + GOOD[2:],
-                                     "differs from"),
+    # each piece's own "Your turn" and try-it cell
+    "a piece without its turn": (GOOD[:4] + GOOD[6:], "no markdown cell starts with '### Your turn: `Window`'"),
+    "a turn for a name the stub lacks": (replace(4, ("markdown", TURN_WINDOW.replace("`Window`", "`Windows`", 1))),
+                                         "has no public Windows"),
+    "a piece's turn twice": (GOOD[:6] + GOOD[4:], "more than one 'Your turn: `Window`'"),
+    "the turn names no file": (replace(4, ("markdown", TURN_WINDOW.replace("`exercises/ex02_batching.py`", "the file"))),
+                               "should name the file exercises/ex02_batching.py"),
+    "the turn has no -k command": (replace(4, ("markdown", TURN_WINDOW.replace(" -k window_length", ""))),
+                                   "the grading command for just this piece"),
+    "the command names another grader": (replace(2, ("markdown", TURN_GET_BATCH.replace(
+        "test_ex02_batching.py -k", "test_ex03_attention.py -k"))), "is graded by exercises/test_ex02_batching.py"),
+    "-k selects nothing": (with_command("getbatch"), "selects no test"),
+    "-k selects another piece's test": (with_command("ex02"), "which do not grade get_batch"),
+    "-k leaves a test out": (with_command("get_batch"), "leaves out ['test_y_is_shifted']"),
+    "-k is not an expression": (with_command('"get_batch or"'), "is not a pytest expression"),
+    "no try-it cell after the turn": (GOOD[:3] + GOOD[4:], "right after 'Your turn: `get_batch`' comes a try-it"),
+    "try-it for another piece": (with_try(TRY_WINDOW), "right after 'Your turn: `get_batch`' comes a try-it"),
+    "try-it for another file": (with_try(TRY_GET_BATCH.replace('"ex02_batching", "get_batch"',
+                                                              '"ex03_attention", "get_batch"')), "comes a try-it"),
+    "try-it tagged nbval-check-output": (replace(3, tagged(TRY_GET_BATCH, "nbval-check-output")),
+                                         "remove its nbval-check-output tag"),
+    "try-it call with an argument too many": (with_try(TRY_GET_BATCH.replace("generator=None", "None, 5")),
+                                              "does not fit exercises/ex02_batching.py's get_batch"),
+    "try-it call with a renamed keyword": (with_try(TRY_GET_BATCH.replace("generator=None", "block_size=4")),
+                                           "unexpected keyword argument 'block_size'"),
+    "try-it call missing an argument": (with_try(TRY_GET_BATCH.replace("f(data, 2, 4, generator=None)", "f(data)")),
+                                        "missing a required argument"),
+    "try-it building a class wrongly": (replace(5, ("code", TRY_WINDOW.replace("cls(data, context_length=4)",
+                                                                               "cls(data, block_size=4)"))),
+                                        "does not fit exercises/ex02_batching.py's Window"),
+    "try-it that never calls the piece": (with_try('try_it("ex02_batching", "get_batch", lambda f: 1)'),
+                                          "should call get_batch itself"),
+    "try-it of a file that does not exist": (GOOD + [("code", 'try_it("ex02_bathing", "get_batch", lambda f: f())')],
+                                             "an exercise file's name"),
+    "pick of a name the file lacks": (GOOD + [("code", 'f = pick("ex02_batching", "get_batches", None)')],
+                                      "has no public 'get_batches'"),
+    # the rest of the chapter
     "missing section": (replace(0, ("markdown", "# Chapter 2\n\n## 1. Shift\n\nSee section 2.")), "section 2"),
     "section range past the end": (replace(0, ("markdown", "## 1. A\n\nSections 1–3 say it.")), "section 2"),
     "section in a code comment": (replace(1, ("code", TEACH + "# as in section 4\n")), "section 4"),
@@ -499,8 +912,7 @@ BAD_CHAPTERS = {
     "section of another chapter": (replace(0, ("markdown", "## 1. A\n\nchapter 1, section 2 did.")),
                                    "01_tokens.ipynb has no heading '## 2."),
     "nbval comment": (replace(1, ("code", "# NBVAL_CHECK_OUTPUT\n" + TEACH)), "NBVAL_CHECK_OUTPUT"),
-    "unknown tag": (replace(1, {"cell_type": "code", "execution_count": 1, "outputs": [], "source": TEACH,
-                                "metadata": {"tags": ["nbval-check-outputs"]}}), "unknown cell tag"),
+    "unknown tag": (replace(1, tagged(TEACH, "nbval-check-outputs")), "unknown cell tag"),
     "never executed": (replace(1, {"cell_type": "code", "execution_count": None, "outputs": [], "source": TEACH,
                                    "metadata": {}}), "never executed"),
     "empty code cell": (GOOD + [("code", "")], "empty code cell"),
@@ -514,6 +926,46 @@ def test_each_mistake_is_reported_with_its_place(course, case):
     problems = all_problems(*course(cells))
     assert any(expected in p for p in problems), report(problems)
     assert all("02_batching.ipynb" in p or "ex02" in p for p in problems), report(problems)
+
+
+GOOD_VARIANTS = {
+    "run as a function of the cell": with_try('def run(f):\n    x, y = f(data, batch_size=2, context_length=4)\n'
+                                              '    return y\n\ntry_it("ex02_batching", "get_batch", run)'),
+    "the command in the notebook's form": replace(4, ("markdown", TURN_WINDOW.replace(
+        "`pytest exercises/test_ex02_batching.py -k window_length`",
+        "`!{sys.executable} -m pytest -q ../exercises/test_ex02_batching.py -k 'window and length'`"))),
+    "*args are not counted": with_try('try_it("ex02_batching", "get_batch", lambda f: f(*args))'),
+    "a pick in a later cell": GOOD + [("code", 'from tryit import pick\nW = pick("ex02_batching", "Window", None)')],
+}
+
+
+@pytest.mark.parametrize("case", GOOD_VARIANTS)
+def test_other_good_ways_to_write_a_turn_pass(course, case):
+    assert all_problems(*course(GOOD_VARIANTS[case])) == []
+
+
+def test_by_hand_turns_must_list_every_forbidden_call(course):
+    from types import SimpleNamespace
+
+    rule = SimpleNamespace(file="ex02_batching.py", names=frozenset({"unfold", "as_strided"}),
+                           tests=frozenset({"test_y_is_shifted"}))
+    notebook, exercise = course(GOOD)
+    problems = by_hand_problems(notebook, exercise, rules=(rule,), cases=NO_CASES)
+    assert len(problems) == 1 and "['as_strided', 'unfold'] are not named" in problems[0], report(problems)
+    listed = TURN_GET_BATCH + "By hand: no `unfold`, no `as_strided`.\n"
+    notebook, exercise = course(replace(2, ("markdown", listed)))
+    assert by_hand_problems(notebook, exercise, rules=(rule,), cases=NO_CASES) == []
+
+
+def test_tests_are_tied_to_the_pieces_they_exercise(tmp_path):
+    grader, names = tmp_path / "test_ex02_batching.py", {"get_batch", "Window"}
+    grader.write_text(GRADER)
+    assert referenced_pieces(grader, names, None) == {
+        "test_get_batch_shapes": {"get_batch"}, "test_y_is_shifted": {"get_batch"},
+        "test_window_length": {"Window"}, "test_batches_from_a_dataset": {"get_batch", "Window"}}
+    allowed, required = pieces_tests(grader, "get_batch", names, None)
+    assert required == {"test_get_batch_shapes", "test_y_is_shifted"}
+    assert allowed == required | {"test_batches_from_a_dataset"}
 
 
 def test_package_parameters_are_checked_in_order(tmp_path):
@@ -616,7 +1068,7 @@ class Model:
 def test_make_stub_keeps_the_text_around_the_bodies():
     import runpy
 
-    make_stub = runpy.run_path(str(EXERCISES / "make_stubs.py"))["make_stub"]
+    make_stub = runpy.run_path(str(make_stubs_script()))["make_stub"]
     assert make_stub(SOLUTION) == STUB
     with pytest.raises(ValueError, match="own line"):
         make_stub("def f(x): return x\n")
@@ -627,7 +1079,7 @@ def test_a_stub_edited_by_hand_fails_the_stub_check(tmp_path):
     (tmp_path / "exercises").mkdir()
     (tmp_path / "solutions" / "ex02_batching.py").write_text('def f(x):\n    """Doc."""\n    return x\n')
     stub = tmp_path / "exercises" / "ex02_batching.py"
-    command = [sys.executable, str(EXERCISES / "make_stubs.py"), "--solutions", str(tmp_path / "solutions"),
+    command = [sys.executable, str(make_stubs_script()), "--solutions", str(tmp_path / "solutions"),
                "--exercises", str(tmp_path / "exercises")]
     assert subprocess.run(command, capture_output=True).returncode == 0
     assert stub.read_text() == 'def f(x):\n    """Doc."""\n    # Your code here.\n    raise NotImplementedError\n'
