@@ -38,6 +38,14 @@ def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     that position gets weight 0. The softmax runs over the last axis (the keys),
     so every row of weights sums to one.
 
+    "By hand" means without PyTorch's fused attention: no name containing
+    ``scaled_dot_product_attention``, ``multi_head_attention_forward`` or
+    ``MultiheadAttention`` anywhere in this file (attribute, import, or a
+    string given to getattr). ``torch.softmax`` is allowed: it subtracts each
+    row's maximum before exp. A softmax you write yourself must subtract it
+    too, or scores in the hundreds overflow float32 (exp(89) is inf) and the
+    weights become NaN. Do not change q, k, v or mask in place.
+
     Args:
         q: (..., T, head_size) queries.
         k: (..., T, head_size) keys.
@@ -62,8 +70,12 @@ class Head(nn.Module):
     Attributes:
         key, query, value: ``nn.Linear(d_model, head_size, bias=False)`` each.
 
-    The causal mask for ``context_length`` positions can be kept as a buffer
-    (``self.register_buffer``); it must not be a parameter.
+    The causal mask must follow the module to another device (``.to(device)``):
+    keep it as a buffer (``self.register_buffer``, built once for
+    ``context_length`` positions and cropped to T), or build it in ``forward``
+    on the input's device (``device=x.device``). A tensor kept as a plain
+    attribute stays behind and fails the grader's device check; the mask must
+    not be a parameter either.
     """
 
     def __init__(self, d_model: int, head_size: int, context_length: int) -> None:
