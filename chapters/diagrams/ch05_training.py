@@ -1,6 +1,6 @@
 """Diagram of chapter 5: one turn of the training loop, and the evaluation every few steps.
 
-The boxes follow `minigpt.train.Trainer` in order: every `eval_interval` steps a measurement
+The boxes follow minigpt's `Trainer` (`minigpt.trainer`) in order: every `eval_interval` steps a measurement
 (`estimate_loss`) and the checkpoints; then the learning rate for this step, a batch, forward,
 loss, fresh gradients, backward, clipping, the update.
 """
@@ -22,7 +22,7 @@ def _row(ax, y, texts, colors):
 
 def loop_figure():
     fig, ax = new_diagram(13.1, 5.2)
-    ax.text(0.3, 4.9, "The training loop of minigpt.train.Trainer: one turn per step, max_iters turns",
+    ax.text(0.3, 4.9, "The training loop of minigpt's Trainer: one turn per step, max_iters turns",
             fontsize=13, weight="bold", va="center")
     check, *forward = _row(ax, TOP, [
         "evaluate now?\nstep % eval_interval\n== 0",

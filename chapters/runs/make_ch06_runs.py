@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from minigpt import GPT, CharTokenizer, GPTConfig, TrainConfig, encode_corpus, shakespeare, train_val_split
-from minigpt.train import Trainer
+from minigpt import (GPT, CharTokenizer, GPTConfig, TrainConfig, Trainer, encode_corpus, shakespeare,
+                     train_val_split)
 
 OUT = Path(__file__).resolve().parent / "ch06_dropout.json"
 DROPOUTS = (0.2,)  # the run without dropout is the notebook's own (section 2)
