@@ -27,11 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from _grader.protocol import HEADER, MAX_FRAME, ProtocolError, loads, write_frame
+from _grader.watchdog import Watchdog, kill_tree
 
 HERE = Path(__file__).resolve().parents[1]  # exercises/: where the package _grader is imported from
 # A worker's interpreter starts with -I (no PYTHONPATH, no user site, no script folder on sys.path), so it is
 # told where the package lives; it imports _grader.worker and runs main with the rest of the arguments.
-BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from _grader.worker import main; main(sys.argv[2:])"
+BOOT = ("import sys, importlib; sys.path.insert(0, sys.argv[1]); "
+        "importlib.import_module('_grader.' + sys.argv[2]).main(sys.argv[3:])")
 START_LIMIT = 120.0  # seconds for a fresh worker to import torch and the grader (not the learner's time)
 START_METHODS = ("fork", "spawn")
 
@@ -104,7 +106,7 @@ class Zygote:
         ours, theirs = socket.socketpair()
         self.log = tempfile.TemporaryFile()
         env = worker_env()
-        self.proc = subprocess.Popen([sys.executable, "-I", "-c", BOOT, str(HERE), "zygote", str(theirs.fileno())],
+        self.proc = subprocess.Popen([sys.executable, "-I", "-c", BOOT, str(HERE), "worker", "zygote", str(theirs.fileno())],
                                      pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=self.log,
                                      stderr=self.log, env=env, cwd=str(HERE))
         theirs.close()
@@ -187,25 +189,13 @@ def _pump(fd: int, chunks: queue.Queue) -> None:
             return
 
 
-def kill_tree(pid: int) -> None:
-    """Kill a worker and what it started: its process group on POSIX (the worker leads its own session),
-    its process tree on Windows (``taskkill /T``)."""
-    if os.name == "posix":
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-    else:
-        subprocess.run(["taskkill", "/F", "/T", "/PID", str(pid)], stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, check=False)
-
-
 class Worker:
     """One chapter's learner file, in its own process (forked by the zygote, or a fresh interpreter)."""
 
     def __init__(self, zygote: Zygote | None, target: Path, module: str, test_file: Path,
-                 start: str | None = None) -> None:
+                 start: str | None = None, watchdog: Watchdog | None = None) -> None:
         self.zygote, self.target, self.module, self.test_file = zygote, target, module, test_file
+        self.watchdog = watchdog
         self.start_method = start or start_method()
         self.pid: int | None = None
         self.proc: subprocess.Popen | None = None  # spawn start: the worker's own interpreter
@@ -218,6 +208,7 @@ class Worker:
         self.import_failure: Outcome | None = None  # remembered: the chapter's other tests fail at once
         self.deadline = float("inf")
         self.limit = 0.0
+        self.run_ends = float("inf")
         self._ready = False
 
     # ------------------------------------------------------------------ process
@@ -238,6 +229,8 @@ class Worker:
             os.close(to_child)
             os.close(from_child)
         self._ready = False
+        if self.watchdog is not None:
+            self.watchdog.watch(self.pid)
 
     def _spawn(self) -> None:
         """A fresh interpreter for this chapter: its own process group (POSIX) or process group (Windows)."""
@@ -245,8 +238,8 @@ class Worker:
         self.log_mark = 0
         options = {"start_new_session": True} if os.name == "posix" else \
             {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
-        self.proc = subprocess.Popen([sys.executable, "-I", "-c", BOOT, str(HERE), "worker", str(self.target),
-                                      str(self.test_file)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen([sys.executable, "-I", "-c", BOOT, str(HERE), "worker", "serve",
+                                      str(self.target), str(self.test_file)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self.log, env=worker_env(), cwd=str(HERE), bufsize=0, **options)
         self.pid, self._send, self._recv = self.proc.pid, self.proc.stdin.fileno(), self.proc.stdout.fileno()
         if sys.platform == "win32":
@@ -256,6 +249,8 @@ class Worker:
         self._chunks, self._pending = queue.Queue(), b""
         threading.Thread(target=_pump, args=(self._recv, self._chunks), daemon=True).start()
         self._ready = False
+        if self.watchdog is not None:
+            self.watchdog.watch(self.pid)
 
     def _wait_ready(self) -> None:
         if self._ready:
@@ -370,9 +365,15 @@ class Worker:
 
     # ------------------------------------------------------------------ requests
 
-    def begin_test(self, limit: float) -> None:
-        """A new test starts: its time limit, and where its printed output starts in the log."""
-        self.limit = limit
+    def begin_test(self, limit: float, run_ends: float = float("inf")) -> None:
+        """A new test starts: its time limit (never past ``run_ends``, the end of the run's budget, on
+        ``time.monotonic()``'s clock), and where its printed output starts in the log."""
+        left = run_ends - time.monotonic()
+        if left <= 0:
+            raise WorkerTimeout("not run: this learner's run has spent its whole time budget (--grade-budget)")
+        if left < limit or (limit <= 0 and left != float("inf")):
+            limit = left
+        self.limit, self.run_ends = limit, run_ends
         if self.log is not None:
             try:
                 self.log_mark = self.log.seek(0, os.SEEK_END)
@@ -420,7 +421,7 @@ class Worker:
             raise self.import_failure
         self.imported = True
         # the test's own time starts once the file is imported (what the import printed stays in its output)
-        self.deadline = time.monotonic() + self.limit if self.limit > 0 else float("inf")
+        self.deadline = min(time.monotonic() + self.limit if self.limit > 0 else float("inf"), self.run_ends)
 
     def _import_error(self, info: dict) -> Outcome:
         file, where = f"{self.module}.py", info.get("origin") or info.get("file")

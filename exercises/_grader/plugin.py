@@ -31,6 +31,7 @@ import math
 import os
 import random
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -41,12 +42,15 @@ HERE = Path(__file__).resolve().parents[1]  # exercises/: the learner's files an
 ROOT = HERE.parent
 
 from _grader.cases import CASE_SEEDS  # noqa: E402
-from _grader.client import Outcome, Worker, Zygote, shared_zygote, start_method  # noqa: E402
+from _grader.client import BOOT, Outcome, Worker, Zygote, shared_zygote, start_method  # noqa: E402
+from _grader.sandbox import protect_grading_process  # noqa: E402
+from _grader.watchdog import Watchdog  # noqa: E402
 from _grader.grading import GradeFailure, SNAPSHOTS  # noqa: E402
 from _grader.integrity import Finding, broken_rules, scan_target  # noqa: E402
 from _grader.learner import Learner  # noqa: E402
 
 DEFAULT_TIMEOUT = 20.0
+DEFAULT_BUDGET = 900.0  # seconds for one learner's whole run: a class of 200 costs at most 50 hours, not 93
 FAILED = ("failed", "error", "timeout", "crashed")
 
 
@@ -63,6 +67,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="write the grading results as JSON to FILE (an old FILE is removed first)")
     group.addoption("--grade-timeout", metavar="SECONDS", type=float, default=DEFAULT_TIMEOUT,
                     help=f"time limit per grader test in seconds (default {DEFAULT_TIMEOUT:g}; 0 = none)")
+    group.addoption("--grade-budget", metavar="SECONDS", type=float, default=DEFAULT_BUDGET,
+                    help=f"time budget of the whole run (the learner's code, all chapters; default "
+                         f"{DEFAULT_BUDGET:g}; 0 = none): once spent, the tests left fail as 'timeout'")
     # --strict is pytest's own flag (strict markers, config, ...); the grader reads it too: with it,
     # a chapter whose file fails an integrity check earns 0 (without it, the learner sees a warning).
     group.addoption("--fresh-cases", metavar="SEED", nargs="?", type=int, const=-1, default=None,
@@ -98,6 +105,10 @@ class GradingState:
     reference_workers: dict[str, Worker] = field(default_factory=dict)
     zygote: Zygote = field(default_factory=shared_zygote)
     start: str = "fork"  # how workers start: fork (from the zygote) or spawn (a fresh interpreter each)
+    chapters_to_run: list[str] = field(default_factory=list)  # the chapters of the selected tests
+    budget: float = DEFAULT_BUDGET  # seconds for the whole run (0: none)
+    run_ends: float = float("inf")  # time.monotonic() when the budget is spent (its clock starts at the first test)
+    watchdog: Watchdog = field(default_factory=Watchdog)
     snapshots: dict[str, dict] = field(default_factory=dict)
 
 
@@ -147,6 +158,9 @@ def pytest_configure(config: pytest.Config) -> None:
     timeout = _option(config, "--grade-timeout", DEFAULT_TIMEOUT) or 0.0
     if not math.isfinite(timeout) or timeout < 0:
         raise pytest.UsageError(f"--grade-timeout must be a number of seconds >= 0 (0: no limit), got {timeout:g}")
+    budget = _option(config, "--grade-budget", DEFAULT_BUDGET) or 0.0
+    if not math.isfinite(budget) or budget < 0:
+        raise pytest.UsageError(f"--grade-budget must be a number of seconds >= 0 (0: no budget), got {budget:g}")
     fresh = _option(config, "--fresh-cases")
     if fresh == -1:
         fresh = random.SystemRandom().randrange(1, 10**6)
@@ -166,14 +180,17 @@ def pytest_configure(config: pytest.Config) -> None:
         strict=bool(_option(config, "--strict", False)), fresh_seed=fresh,
         selection={"args": [str(a) for a in config.args], "keyword": config.option.keyword or "",
                    "markexpr": config.option.markexpr or "", "maxfail": int(getattr(config.option, "maxfail", 0) or 0)},
-        findings=scan_target(folder.resolve()), start=start,
+        findings=scan_target(folder.resolve()), start=start, budget=budget,
     )
     for chapter, test, points in catalogue():
         key = f"exercises/test_{chapter}.py::{test}"
         state.records[key] = Record(nodeid=key, chapter=chapter, test=test, points=points)
     config.stash[STATE] = state
-    if start == "fork" and not (config.option.help or config.option.collectonly):
-        state.zygote.spawn()  # torch loads in the zygote while pytest collects the graders
+    if not (config.option.help or config.option.collectonly):
+        protect_grading_process()
+        state.watchdog.start(budget, BOOT, str(HERE))
+        if start == "fork":
+            state.zygote.spawn()  # torch loads in the zygote while pytest collects the graders
     if getattr(config.option, "tbstyle", "auto") == "auto":
         config.option.tbstyle = "short"
 
@@ -202,9 +219,21 @@ def _worker(state: GradingState, chapter: str) -> Worker:
     worker = state.workers.get(chapter)
     if worker is None:
         worker = state.workers[chapter] = Worker(state.zygote, state.target, chapter, HERE / f"test_{chapter}.py",
-                                                 start=state.start)
+                                                 start=state.start, watchdog=state.watchdog)
         worker.start()
+        later = [c for c in state.chapters_to_run if c > chapter and c not in state.workers]
+        if state.start == "spawn" and later and (state.target / f"{later[0]}.py").is_file():
+            # a fresh interpreter takes seconds to import torch: the next chapter's starts while this one runs
+            state.workers[later[0]] = Worker(state.zygote, state.target, later[0], HERE / f"test_{later[0]}.py",
+                                             start=state.start, watchdog=state.watchdog)
+            state.workers[later[0]].start()
     return worker
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
+    state = _state(config)
+    if state is not None:
+        state.chapters_to_run = sorted({exercise_name(item.path) for item in items})
 
 
 def _seed_of(state: GradingState, case: str) -> int:
@@ -221,7 +250,8 @@ def _expected_cases(state: GradingState, chapter: str):
         worker = state.reference_workers.get(chapter)
         if worker is None:
             worker = state.reference_workers[chapter] = Worker(state.zygote, ROOT / "solutions", chapter,
-                                                               HERE / f"test_{chapter}.py", start=state.start)
+                                                               HERE / f"test_{chapter}.py", start=state.start,
+                                                               watchdog=state.watchdog)
         worker.begin_test(max(state.timeout, 120.0))
         answer = worker.run("case", case, [seed], {}, f"computing the reference for {case!r} with solutions/")
         if not answer["ok"]:
@@ -243,7 +273,9 @@ def ex(request: pytest.FixtureRequest) -> Learner:
         raise GradeFailure(f"rule broken: {broken[0].why}; found {broken[0].construct} "
                            f"({broken[0].file}, line {broken[0].line})")
     worker = _worker(state, chapter)
-    worker.begin_test(state.timeout)
+    if state.budget > 0 and state.run_ends == float("inf"):
+        state.run_ends = time.monotonic() + state.budget
+    worker.begin_test(state.timeout, state.run_ends)
     return Learner(worker, display_path, _expected_cases(state, chapter), lambda case: _seed_of(state, case))
 
 
@@ -318,9 +350,36 @@ def _chapter_label(chapter: str) -> str:
     return f"{number} {topic}"
 
 
-def _todo_names(records: list[Record]) -> list[str]:
-    """The functions still to write, naming the file when it belongs to another chapter."""
-    names = []
+def _raises_not_implemented(statement: ast.stmt) -> bool:
+    exc = statement.exc if isinstance(statement, ast.Raise) else None
+    exc = exc.func if isinstance(exc, ast.Call) else exc
+    return isinstance(exc, ast.Name) and exc.id == "NotImplementedError"
+
+
+def unwritten_functions(file: Path) -> list[str]:
+    """Every function and method of a learner's file whose body still raises NotImplementedError (in the
+    body itself, not under an ``if``), in file order: ``Head.__init__``, ``Head.forward``, ..."""
+    try:
+        tree = ast.parse(file.read_bytes())
+    except (OSError, SyntaxError, ValueError):
+        return []
+    names: list[str] = []
+
+    def visit(body: list[ast.stmt], prefix: str) -> None:
+        for node in body:
+            if isinstance(node, ast.ClassDef):
+                visit(node.body, f"{prefix}{node.name}.")
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                if any(_raises_not_implemented(s) for s in node.body):
+                    names.append(prefix + node.name)
+    visit(tree.body, "")
+    return names
+
+
+def _todo_names(records: list[Record], target: Path | None = None) -> list[str]:
+    """The functions still to write: every unwritten one of the chapter's file, then those of other
+    chapters' files its tests ran into (naming the file)."""
+    names = unwritten_functions(target / f"{records[0].chapter}.py") if target is not None and records else []
     for r in records:
         if r.outcome == "todo" and "`" in r.message:
             name = r.message.split("`")[1]
@@ -349,7 +408,7 @@ def summarise(state: GradingState) -> dict:
             "failed": sum(r.outcome in FAILED for r in recs),
             "todo": sum(r.outcome == "todo" for r in recs),
             "not_run": sum(r.outcome in ("not run", "skipped") for r in recs),
-            "still_to_write": _todo_names(recs),
+            "still_to_write": _todo_names(recs, state.target),
             "integrity": [f.as_dict() for f in findings],
             "zeroed_by_integrity": zeroed,
         }
@@ -361,6 +420,9 @@ def summarise(state: GradingState) -> dict:
         "strict": state.strict,
         "fresh_cases_seed": state.fresh_seed,
         "timeout_s": state.timeout,
+        "budget_s": state.budget,
+        "worker_start": state.start,
+        "platform": sys.platform,
         "selection": state.selection,
         "totals": totals,
         "chapters": chapters,
@@ -432,4 +494,5 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus) -> None:
         return
     for worker in list(state.workers.values()) + list(state.reference_workers.values()):
         worker.kill()
+    state.watchdog.stop()
     _write_report(state, exitstatus)
