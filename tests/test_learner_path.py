@@ -212,14 +212,22 @@ TRY_IT_FUNCTIONS = {"try_it", "pick"}
 
 
 def piece_turns(cells: list[dict]) -> dict[str, list[int]]:
-    """{name: [indices of markdown cells whose first line is "### Your turn: `name`"]}"""
+    """{name: [indices of markdown cells with a heading line "### Your turn: `name`"]}"""
     turns: dict[str, list[int]] = {}
     for index, cell in enumerate(cells):
         if cell["cell_type"] == "markdown":
-            match = PIECE_TURN.match(source(cell).strip().split("\n")[0].strip())
-            if match:
-                turns.setdefault(match[1], []).append(index)
+            for line in source(cell).split("\n"):
+                if match := PIECE_TURN.match(line.strip()):
+                    turns.setdefault(match[1], []).append(index)
     return turns
+
+
+def piece_text(cell: dict, name: str) -> str:
+    """The part of a markdown cell that is name's "Your turn": from its heading to the next heading or the end."""
+    lines = source(cell).split("\n")
+    start = next(i for i, line in enumerate(lines) if (m := PIECE_TURN.match(line.strip())) and m[1] == name)
+    end = next((i for i in range(start + 1, len(lines)) if re.match(r"^#{1,4}\s", lines[i])), len(lines))
+    return "\n".join(lines[start:end])
 
 
 def piece_commands(text: str) -> list[tuple[str, str]]:
@@ -311,7 +319,7 @@ def turn_problems(notebook: Path, exercise: Path) -> Problems:
         if len(turns[name]) > 1:
             problems.append(f"{notebook.name} cells {turns[name]}: more than one 'Your turn: `{name}`' cell")
         index = turns[name][0]
-        text = source(cells[index])
+        text = piece_text(cells[index], name)
         if stub not in text:
             problems.append(f"{where(notebook, index)}: 'Your turn: `{name}`' should name the file {stub}")
         commands = piece_commands(text)
@@ -465,7 +473,7 @@ def selection_problems(notebook: Path, exercise: Path, cases: Path | None = None
     cells, names = cells_of(notebook), set(exercise_api(exercise))
     grader = exercise.parent / f"test_{exercise.name}"
     asked = [(index, name, expression) for name, indices in piece_turns(cells).items() if name in names
-             for index in indices for file, expression in piece_commands(source(cells[index]))
+             for index in indices for file, expression in piece_commands(piece_text(cells[index], name))
              if file == grader.name]
     if not asked or not grader.is_file():
         return []
@@ -502,7 +510,7 @@ def by_hand_problems(notebook: Path, exercise: Path, rules: tuple | None = None,
                 if name in names else (set(), set())
             if not allowed & set(rule.tests):
                 continue
-            text = source(cells[indices[0]])
+            text = piece_text(cells[indices[0]], name)
             if missing := sorted(n for n in rule.names if n not in text):
                 problems.append(f"{where(notebook, indices[0])}: 'Your turn: `{name}`' is by hand; list every call the "
                                 f"grader forbids (exercises' by-hand rule table): {missing} are not named")
@@ -875,6 +883,8 @@ BAD_CHAPTERS = {
     "a piece's turn twice": (GOOD[:6] + GOOD[4:], "more than one 'Your turn: `Window`'"),
     "the turn names no file": (replace(4, ("markdown", TURN_WINDOW.replace("`exercises/ex02_batching.py`", "the file"))),
                                "should name the file exercises/ex02_batching.py"),
+    "the -k command after the turn's section": (replace(4, ("markdown", TURN_WINDOW.replace(
+        "`pytest exercises", "### Then\n\n`pytest exercises"))), "the grading command for just this piece"),
     "the turn has no -k command": (replace(4, ("markdown", TURN_WINDOW.replace(" -k window_length", ""))),
                                    "the grading command for just this piece"),
     "the command names another grader": (replace(2, ("markdown", TURN_GET_BATCH.replace(
@@ -936,6 +946,7 @@ GOOD_VARIANTS = {
         "`!{sys.executable} -m pytest -q ../exercises/test_ex02_batching.py -k 'window and length'`"))),
     "*args are not counted": with_try('try_it("ex02_batching", "get_batch", lambda f: f(*args))'),
     "a pick in a later cell": GOOD + [("code", 'from tryit import pick\nW = pick("ex02_batching", "Window", None)')],
+    "the turn after a paragraph of the same cell": replace(4, ("markdown", "So a window is a slice.\n\n" + TURN_WINDOW)),
 }
 
 
