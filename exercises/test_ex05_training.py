@@ -25,9 +25,21 @@ def probe_cross_entropy_gradient(m, logits, targets):
     return mine.grad
 
 
-def probe_train_step(m, seed, x, y, lr, stale_grad=None, dropout=False):
+class LoudBigram(TrainableBigram):
+    """A bigram whose loss is multiplied by ``LOUD``: its gradient's norm is far above 1, where a clipping
+    step (which train_step must not add) would shrink it."""
+
+    def forward(self, idx, targets=None):
+        logits, loss = super().forward(idx, targets)
+        return logits, None if loss is None else loss * LOUD
+
+
+LOUD = 100.0
+
+
+def probe_train_step(m, seed, x, y, lr, stale_grad=None, dropout=False, loud=False):
     """Runs in the worker: one train_step of a seeded bigram with SGD; what it returned and did."""
-    inner = (DropoutBigram if dropout else TrainableBigram)(8, seed=seed)
+    inner = (DropoutBigram if dropout else LoudBigram if loud else TrainableBigram)(8, seed=seed)
     model = Recorder(inner)
     model.train()
     if stale_grad is not None:
@@ -112,10 +124,10 @@ def bigram_batch(seed=0, vocab_size=8):
     return torch.randint(vocab_size, (4, 6), generator=g), torch.randint(vocab_size, (4, 6), generator=g)
 
 
-def expected_after_sgd(seed, x, y, lr):
-    """The loss before and the weights after one plain SGD step, computed here."""
+def expected_after_sgd(seed, x, y, lr, scale=1.0):
+    """The loss before and the weights after one plain SGD step (on the loss times ``scale``), computed here."""
     model = TrainableBigram(8, seed=seed)
-    loss = model(x, y)[1]
+    loss = model(x, y)[1] * scale
     loss.backward()
     weight = model.logits_table.weight
     return loss.item(), (weight - lr * weight.grad).detach()
@@ -129,6 +141,13 @@ def test_train_step_returns_the_loss_and_updates(ex):
     assert_number(got["returned"], loss, "train_step's return value (the batch loss before the update)", atol=1e-5)
     assert_close(got["weight"], weight, "the weights after one SGD step (lr=0.5): did you call loss.backward() "
                                         "and optimizer.step()?", atol=1e-5)
+    got = ex.probe(probe_train_step, 0, x, y, 0.001, loud=True,
+                   describe=f"train_step(model whose loss is x{LOUD:g}, SGD(lr=0.001), x, y)")
+    loss, weight = expected_after_sgd(0, x, y, 0.001, scale=LOUD)
+    assert_close(got["weight"], weight, f"the weights after one SGD step on a loss x{LOUD:g} (a gradient norm far "
+                                        f"above 1): train_step uses the whole gradient; the spec asks for no "
+                                        f"clipping (that is the training loop's option, not this step's)",
+                 atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.points(2)
@@ -229,7 +248,7 @@ def test_estimate_loss_uses_eval_mode_and_no_grad(ex):
 
 @pytest.mark.points(2)
 def test_estimate_loss_value(ex):
-    data = splits()
+    data = dict(reversed(splits().items()))  # {"val": ..., "train": ...}: the dict's order is not the sorted one
     got = ex.probe(probe_estimate_loss_value, 5, data, eval_iters=3, batch_size=4, context_length=5,
                    generator=generator(6),
                    describe="estimate_loss(model, splits, eval_iters=3, batch_size=4, context_length=5, generator)")
@@ -244,5 +263,6 @@ def test_estimate_loss_value(ex):
                 losses.append(model(x, y)[1].item())
             assert_number(got.get(name), sum(losses) / 3,
                           f"estimate_loss(...)[{name!r}] (mean over eval_iters batches drawn with get_batch, "
-                          f"splits in the dict's order)", atol=1e-5)
+                          f"splits in the dict's order, here {list(data)}: every batch is drawn from the one "
+                          f"generator, so the order changes the draws)", atol=1e-5)
 

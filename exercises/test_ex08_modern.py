@@ -200,6 +200,10 @@ def test_newton_schulz_orthogonalises(ex):
         assert_tensor(out, name, shape=(rows, cols))
         check(bool(torch.isfinite(out).all()), f"{name} holds NaN or infinite values: divide G by its Frobenius "
                                                f"norm first, so that every singular value is at most 1")
+        out64 = ex.newton_schulz(G.double())
+        check(isinstance(out64, torch.Tensor) and out64.dtype == torch.float32,
+              f"newton_schulz(a float64 G ({rows}, {cols})) should return float32 (the docstring: the steps run in "
+              f"float32 and the result is float32), got {getattr(out64, 'dtype', type(out64).__name__)}")
         singular = torch.linalg.svdvals(out.float())
         low, high = singular.min().item(), singular.max().item()
         check(0.6 <= low and high <= 1.3,

@@ -393,4 +393,15 @@ MUTANTS: tuple[Mutant, ...] = (
            (('return logits.masked_fill(logits < kth_largest, float("-inf"))',
              "return logits.masked_fill(logits < kth_largest, -1e9)"),),
            "top_k_filter fills the removed logits with -1e9 instead of -inf"),
+    Mutant("train_step_clips_gradients", "ex05_training.py",
+           (("    loss.backward()\n    optimizer.step()\n    return loss.item()",
+             "    loss.backward()\n    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n"
+             "    optimizer.step()\n    return loss.item()"),),
+           "train_step adds gradient clipping (max norm 1.0), which the spec does not ask for"),
+    Mutant("estimate_loss_sorted_splits", "ex05_training.py",
+           (("        for name, data in splits.items():", "        for name, data in sorted(splits.items()):"),),
+           "estimate_loss visits the splits in sorted order, not the dict's (the generator's draws then differ)"),
+    Mutant("newton_schulz_keeps_float64", "ex08_modern.py",
+           (("    X = G.to(torch.float32)", "    X = G.clone() if G.dtype == torch.float64 else G.to(torch.float32)"),),
+           "newton_schulz returns float64 for a float64 G (the docstring promises float32)"),
 )
