@@ -75,14 +75,17 @@ LAB_BASHRC := $(VENV)/lab-bashrc
 LAB_OPTIONS ?=
 
 ## Open the course in JupyterLab, in the project's environment (its terminals too: File > New > Terminal).
+# The lab's root is the project, so its file browser shows chapters/ and exercises/ side by side;
+# chapter 1 opens first (a notebook path given to `jupyter lab` would make chapters/ the root instead).
+LAB_START := chapters/01_tokenization.ipynb
 lab: $(VENV)/.lab
 	@printf '%s\n' '# Written by `make lab`: the start-up file of the shell in JupyterLab'"'"'s terminals.' \
 	  '[ -f ~/.bashrc ] && . ~/.bashrc' \
 	  'export VIRTUAL_ENV="$(abspath $(VENV))"' \
 	  'export PATH="$(abspath $(BIN)):$$PATH"' > $(LAB_BASHRC)
 	PATH="$(abspath $(BIN)):$$PATH" VIRTUAL_ENV="$(abspath $(VENV))" $(BIN)/jupyter lab $(LAB_OPTIONS) \
-	  --ServerApp.terminado_settings="shell_command=bash --rcfile '$(abspath $(LAB_BASHRC))'" \
-	  chapters/01_tokenization.ipynb
+	  --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url="/lab/tree/$(LAB_START)" \
+	  --ServerApp.terminado_settings="shell_command=bash --rcfile '$(abspath $(LAB_BASHRC))'"
 
 ## Instructors: dist/autograder.zip for Gradescope (setup.sh, run_autograder, graders, solutions/).
 GRADESCOPE_ZIP ?= dist/autograder.zip
@@ -103,5 +106,8 @@ bench: $(VENV)/.base
 	$(BIN)/python benchmarks/train_speed.py
 	$(BIN)/python benchmarks/sampling_speed.py
 
+## Remove the environment and every run; keep what is committed in chapters/runs/ (the scripts that made the
+## results chapters load, and those results: make_*.py, chNN_*.json).
 clean:
-	rm -rf $(VENV) runs chapters/runs
+	rm -rf $(VENV) runs
+	[ ! -d chapters/runs ] || find chapters/runs -mindepth 1 -maxdepth 1 ! -name 'make_*.py' ! -name 'ch[0-9][0-9]_*.json' -exec rm -rf {} +

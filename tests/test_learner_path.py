@@ -727,6 +727,26 @@ def test_readme_grades_with_the_notebooks_commands():
             f"README.md: give the terminal command {TERMINAL_COMMAND.format(grader=grader)} beside the grading cell"
 
 
+def test_make_clean_keeps_every_committed_file(tmp_path):
+    """`make clean` removes the environment and the runs, never a committed file (chapter 6 loads chapters/runs/)."""
+    listed = subprocess.run(["git", "ls-files", "chapters/runs"], capture_output=True, text=True, cwd=ROOT)
+    if listed.returncode != 0:
+        pytest.skip("not a git clone: which files are committed cannot be told")
+    committed = listed.stdout.split()
+    made = [".venv/bin/python", "runs/demo/ckpt.pt", "chapters/runs/ch05/ckpt.pt", "chapters/runs/bpe1000.json",
+            "chapters/runs/ch06_overfit/best.pt"]
+    for name in ["Makefile", "pyproject.toml"]:
+        (tmp_path / name).write_bytes((ROOT / name).read_bytes())
+    for name in committed + made:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    run = subprocess.run(["make", "clean"], capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert not (lost := [name for name in committed if not (tmp_path / name).is_file()]), \
+        f"make clean deleted committed files: {lost}"
+    assert not (left := [name for name in made if (tmp_path / name).exists()]), f"make clean left {left}"
+
+
 def test_diagrams_regenerate_and_match_what_is_committed():
     assert not (problems := diagram_problems()), report(problems)
 
