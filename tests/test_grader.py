@@ -122,6 +122,11 @@ def runs(tmp_path_factory) -> dict[str, Run]:
         jobs.append(_job(f"batch{i}", files + ["--target", str(target)], tmp))
     jobs.append(_job("tricks", ["exercises/", "--strict", "--target",
                                 str(_make_target(tmp / "tricks", tricks=TRICKS_MODULE["TRICKS"]))], tmp))
+    hostile = _make_target(tmp / "hostile", tricks=TRICKS_MODULE["HOSTILE"])
+    for name, text in TRICKS_MODULE["LOOKALIKES"].items():
+        (hostile / name).parent.mkdir(exist_ok=True)
+        (hostile / name).write_text(text)
+    jobs.append(_job("hostile", ["exercises/", "--strict", "--target", str(hostile)], tmp))
     jobs.append(_job("replay", ["exercises/", "--target",
                                 str(_make_target(tmp / "replay", tricks=[TRICKS_MODULE["REPLAY_TRICK"]]))], tmp))
     # 5 s: short enough for the two endless loops, long enough for every honest test on a busy machine.
@@ -276,6 +281,26 @@ def test_the_tricks_earn_nothing_and_leave_the_other_chapters_intact(runs):
                       "from minigpt.sampling import ..."):
         assert construct in findings, f"{construct} not reported: {findings}"
     assert "integrity (chapter earns 0): ex05_training.py, line" in run.output
+
+
+def test_a_hostile_learner_folder_costs_that_learner_alone(runs):
+    """Issue 15: signals, stops and limits aimed at the grading processes are refused by the worker's
+    walls (seccomp on Linux); look-alike files never run; a grader module and the package's source are
+    out of reach at run time; the run ends with a complete report and the other chapters intact."""
+    run = runs["hostile"]
+    assert run.report is not None and run.report["complete"] is True, run.output[-3000:]
+    assert run.returncode == 1 and run.report["strict"] is True
+    hit = {t.file.removesuffix(".py") for t in TRICKS_MODULE["HOSTILE"]} | {"ex04_model"}  # 4 imports 3
+    for chapter in set(CHAPTERS) - hit:
+        assert _full(run, chapter), f"{chapter} lost points to a hostile folder\n{run.output[-3000:]}"
+    message = _messages(run, "ex01_tokenization")["test_tokens_per_char"]
+    assert "your code printed" in message and "refused pidfd SIGSTOP" in message, message
+    assert "DONE" not in run.output, run.output[-3000:]
+    ex03 = _outcomes(run, "ex03_attention")
+    assert ex03["test_attention_matches_pytorch_without_mask"] in FAILED
+    assert run.report["chapters"]["ex03_attention"]["points"] == 0
+    assert "may not read" in _messages(run, "ex06_evaluation")["test_perplexity"]
+    assert "ex99_extra" not in run.output
 
 
 def test_replaying_the_snapshots_fails_and_costs_only_that_test(runs):

@@ -34,7 +34,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
 
 import pytest
 
@@ -57,7 +57,39 @@ FAILED = ("failed", "error", "timeout", "crashed")
 # --------------------------------------------------------------------------- options
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
+IGNORED_FILES: list[str] = []  # conftest.py files of a learner's folder that pytest wanted to load here
+
+
+def only_the_graders_conftest(pluginmanager: pytest.PytestPluginManager) -> None:
+    """Keep a learner folder's ``conftest.py`` out of the grading process.
+
+    pytest loads a ``conftest.py`` from every folder named on its command line, and ``--target DIR``
+    names one: the learner's ``conftest.py`` would run here (and put DIR first on ``sys.path``, so its
+    ``json.py`` or ``torch.py`` would shadow the real ones). This conftest is loaded first (``exercises/``
+    comes before the options), and from then on a ``conftest.py`` beside exercise files, or outside
+    the project, is recorded in ``IGNORED_FILES`` and replaced by an empty module.
+    """
+    original = pluginmanager._importconftest
+    if getattr(original, "minigpt_guard", False):
+        return
+
+    def guarded(conftestpath, *args, **kwargs):
+        path = Path(conftestpath).resolve()
+        outside = not path.is_relative_to(ROOT)
+        beside_exercises = path.parent != HERE and any(path.parent.glob("ex[0-9][0-9]_*.py"))
+        if path != HERE / "conftest.py" and (outside or beside_exercises):
+            IGNORED_FILES.append(str(path))
+            module = ModuleType(f"ignored_conftest_{len(IGNORED_FILES)}")
+            module.__file__ = str(path)
+            return module
+        return original(conftestpath, *args, **kwargs)
+
+    guarded.minigpt_guard = True
+    pluginmanager._importconftest = guarded
+
+
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
+    only_the_graders_conftest(pluginmanager)
     group = parser.getgroup("minigpt grading")
     group.addoption("--solutions", action="store_true", default=False,
                     help="grade the reference answers in solutions/ instead of exercises/")
@@ -363,17 +395,16 @@ def unwritten_functions(file: Path) -> list[str]:
         tree = ast.parse(file.read_bytes())
     except (OSError, SyntaxError, ValueError):
         return []
-    names: list[str] = []
+    unwritten: dict[str, bool] = {}  # name -> still a stub; a later def of the same name replaces the earlier
 
     def visit(body: list[ast.stmt], prefix: str) -> None:
         for node in body:
             if isinstance(node, ast.ClassDef):
                 visit(node.body, f"{prefix}{node.name}.")
             elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                if any(_raises_not_implemented(s) for s in node.body):
-                    names.append(prefix + node.name)
+                unwritten[prefix + node.name] = any(_raises_not_implemented(s) for s in node.body)
     visit(tree.body, "")
-    return names
+    return [name for name, stub in unwritten.items() if stub]
 
 
 def _todo_names(records: list[Record], target: Path | None = None) -> list[str]:
@@ -427,6 +458,7 @@ def summarise(state: GradingState) -> dict:
         "totals": totals,
         "chapters": chapters,
         "not_run": [r.nodeid for r in state.records.values() if r.outcome in ("not run", "skipped")],
+        "ignored_files": list(IGNORED_FILES),
         "tests": [asdict(r) for r in state.records.values()],
     }
 
@@ -479,6 +511,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     if skipped_chapters:
         tr.write_line(f"not run in this session: chapter{'s' if len(skipped_chapters) > 1 else ''} "
                       f"{', '.join(skipped_chapters)} (they count in the total as not earned)")
+    for ignored in IGNORED_FILES:
+        tr.write_line(f"ignored (never run): {ignored}: only the exNN_*.py files of a graded folder count")
     warned = {f.text() for c in state.findings.values() for f in c if f.kind == "integrity"}
     for text in sorted(warned):
         tr.write_line(f"integrity {'(chapter earns 0)' if state.strict else 'warning'}: {text}", red=True)

@@ -228,7 +228,8 @@ def serve(target: Path, test_file: Path, in_fd: int, out_fd: int) -> None:
     GRADER_MODULE = _load_by_path(f"_grader_{test_file.stem}", test_file)
     held = sandbox.confine(needed=(str(GRADER),))
     hide_the_grader()
-    off_limits = tuple(str(p) for p in (SOLUTIONS, SNAPSHOT_DIR, PACKAGE) if p != TARGET)
+    # the answers, the frozen outputs, the grader, and the course package's source (run by path, it is an answer)
+    off_limits = tuple(str(p) for p in (SOLUTIONS, SNAPSHOT_DIR, PACKAGE, GRADER.parent / "minigpt") if p != TARGET)
     _disarm_fork_exec()
     sys.addaudithook(_guard_against(off_limits, str(GRADER.parent), allow_minigpt=TARGET == SOLUTIONS))
     write_frame(out_fd, {"ready": True, "walls": held, "platform": sys.platform})
@@ -337,11 +338,11 @@ def spawned(target: Path, test_file: Path) -> None:
 
 def main(argv: list[str]) -> None:
     """The entry point of the grader's worker interpreters (see ``client.BOOT``):
-    ``zygote CONTROL_FD`` (fork start) or ``worker TARGET TEST_FILE`` (spawn start)."""
+    ``zygote CONTROL_FD`` (fork start) or ``serve TARGET TEST_FILE`` (spawn start)."""
     os.environ.pop("PYTEST_CURRENT_TEST", None)
     if argv[0] == "zygote":
         zygote(int(argv[1]))
-    elif argv[0] == "worker":
+    elif argv[0] == "serve":
         spawned(Path(argv[1]), Path(argv[2]))
     else:
         raise SystemExit(f"unknown worker command {argv!r}")

@@ -123,3 +123,73 @@ FAULTS = (
             "    import pytest\n    pytest.exit('done', returncode=0)\n"
             "    for _ in range(max_new_tokens):\n        logits, _ = model(idx[:, -context_length:])"),)),
 )
+
+# ---------------------------------------------------------------------------- hostile (issue 15)
+# Reaching the grading process itself: signals with no audit event (pidfd), stopping it, lowering its
+# limits, its niceness or its CPUs; each attempt prints what happened, then the function answers
+# wrongly, so the test fails and its message shows the printed lines.
+REACH_THE_GRADER = '''
+
+def _ancestors():
+    import os
+    pids, pid = [], os.getpid()
+    for _ in range(3):
+        with open(f"/proc/{pid}/stat") as f:
+            pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        pids.append(pid)
+    return pids
+
+
+def tokens_per_char(encode_fn, text):
+    import os, resource, signal
+    for pid in _ancestors():
+        attacks = {
+            "pidfd SIGSTOP": lambda: signal.pidfd_send_signal(os.pidfd_open(pid), signal.SIGSTOP),
+            "prlimit NOFILE": lambda: resource.prlimit(pid, resource.RLIMIT_NOFILE, (4, 4)),
+            "prlimit CPU": lambda: resource.prlimit(pid, resource.RLIMIT_CPU, (1, 1)),
+            "setpriority": lambda: os.setpriority(os.PRIO_PROCESS, pid, 19),
+            "affinity": lambda: os.sched_setaffinity(pid, {0}),
+            "kill SIGSTOP": lambda: os.kill(pid, signal.SIGSTOP),
+            "killpg": lambda: os.killpg(os.getpgid(pid), signal.SIGSTOP),
+        }
+        for name, attack in attacks.items():
+            try:
+                attack()
+                print("DONE", name, pid, flush=True)
+            except Exception as exc:
+                print("refused", name, type(exc).__name__, flush=True)
+    return -1.0
+'''
+
+# A grader module imported from learner code, to call PyTorch's fused attention through it.
+IMPORT_THE_GRADER = '''
+
+def scaled_dot_product_attention(q, k, v, mask=None):
+    from _grader import oracles
+    return oracles.F.scaled_dot_product_attention(q, k, v, attn_mask=None if mask is None else mask == 0)
+'''
+
+# The course package's own source, run by path (no import of minigpt at all).
+RUN_THE_PACKAGE_BY_PATH = '''
+
+def perplexity(loss):
+    import os, runpy
+    found = runpy.run_path(os.path.join(os.path.dirname(os.getcwd()), "minigpt", "evaluate.py"))
+    return found["perplexity"](loss)
+'''
+
+HOSTILE = (
+    Trick("reach_the_grading_process", "ex01_tokenization.py", "solution", append=REACH_THE_GRADER),
+    Trick("import_the_grader", "ex03_attention.py", "stub", append=IMPORT_THE_GRADER),
+    Trick("run_the_package_by_path", "ex06_evaluation.py", "stub", append=RUN_THE_PACKAGE_BY_PATH),
+)
+
+# Files beside the learner's: named like the grader's modules, standard-library modules, pytest's own
+# files. Each would end the process that runs it. None may run: the folder's exNN_*.py files alone count.
+_EXIT = "import os\nos._exit(3)\n"
+LOOKALIKES = {
+    "conftest.py": _EXIT, "pytest.ini": "[pytest]\naddopts = -x -p no:terminal --co\n", "_grading.py": _EXIT,
+    "_cases.py": _EXIT, "_worker.py": _EXIT, "_grader/__init__.py": _EXIT, "_grader/oracles.py": _EXIT,
+    "random.py": _EXIT, "json.py": _EXIT, "inspect.py": _EXIT, "glob.py": _EXIT, "torch.py": _EXIT,
+    "sitecustomize.py": _EXIT, "usercustomize.py": _EXIT, "pytest.py": _EXIT, "ex99_extra.py": _EXIT,
+}
