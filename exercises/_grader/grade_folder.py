@@ -54,15 +54,21 @@ class Staged:
     folder: Path
     found_in: str  # "the root", "exercises/", or "" when no exNN_*.py was found
     missing: list[str] = field(default_factory=list)  # chapters without a usable file
-    notes: list[str] = field(default_factory=list)  # why a file was refused, or a near miss of a name
+    reasons: dict[str, str] = field(default_factory=dict)  # chapter -> why its file was refused, or a near name
     digest: str = ""  # sha256 of the staged files' names and bytes: what was graded
 
+    @property
+    def notes(self) -> list[str]:
+        """One line per chapter with something to say: ``ex05: ex05_training.py is a link ...``."""
+        return [f"{chapter[:4]}: {why}" for chapter, why in sorted(self.reasons.items())]
+
     def describe(self, chapter: str) -> str:
-        """Why ``chapter`` scores 0 when its file is missing."""
-        where = "its root or in exercises/" if not self.found_in else self.found_in
-        extra = [n for n in self.notes if n.startswith(chapter[:4])]
-        return f"{chapter}.py is missing from the submission (looked in {where}): 0 points" + (
-            f"; {'; '.join(extra)}" if extra else "")
+        """Why ``chapter`` scores 0 when its file is missing or refused."""
+        where = f"looked in {self.found_in}" if self.found_in else "looked at its root and in exercises/"
+        why = self.reasons.get(chapter, "")
+        if why and not why.startswith("found "):
+            return f"{why}: 0 points"
+        return f"{chapter}.py is not in the submission ({where}): 0 points" + (f"; {why}" if why else "")
 
 
 def _plain_file(path: Path) -> bool:
@@ -70,7 +76,13 @@ def _plain_file(path: Path) -> bool:
 
 
 def _candidates(submission: Path) -> list[tuple[str, Path]]:
+    """The root and its exercises/; and, when the root holds one folder only (an uploaded zip of a
+    folder, e.g. ``minigpt-main/``), that folder and its exercises/ too."""
     places = [("the root", submission), ("exercises/", submission / "exercises")]
+    if submission.is_dir():
+        inside = [p for p in submission.iterdir() if not p.name.startswith((".", "__MACOSX"))]
+        if len(inside) == 1 and inside[0].is_dir():
+            places += [(f"{inside[0].name}/", inside[0]), (f"{inside[0].name}/exercises/", inside[0] / "exercises")]
     return [(name, p) for name, p in places if p.is_dir() and not p.is_symlink()]
 
 
@@ -104,18 +116,23 @@ def stage(submission: Path, into: Path) -> Staged:
         if source is None:
             near = sorted(n for n in present if n.startswith(chapter[:5]) and EXERCISE_FILE.fullmatch(n))
             if near:
-                staged.notes.append(f"{chapter[:4]}: found {', '.join(near)}; the grader reads {name}")
+                staged.reasons[chapter] = f"found {', '.join(near)}; the grader reads {name}"
             staged.missing.append(chapter)
             continue
         if not _plain_file(source):
-            staged.notes.append(f"{chapter[:4]}: {name} is a link or not a regular file, so it is not graded")
+            staged.reasons[chapter] = f"{name} is a link or not a regular file, so it is not graded"
             staged.missing.append(chapter)
             continue
         if source.stat().st_size > MAX_FILE_BYTES:
-            staged.notes.append(f"{chapter[:4]}: {name} is over {MAX_FILE_BYTES // 1000} kB, so it is not graded")
+            staged.reasons[chapter] = f"{name} is over {MAX_FILE_BYTES // 1000} kB, so it is not graded"
             staged.missing.append(chapter)
             continue
-        data = source.read_bytes()
+        try:
+            data = source.read_bytes()
+        except OSError as exc:
+            staged.reasons[chapter] = f"{name} could not be read ({exc.strerror or exc}), so it is not graded"
+            staged.missing.append(chapter)
+            continue
         (into / name).write_bytes(data)
         (into / name).chmod(0o644)
         digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
@@ -146,7 +163,7 @@ def grader_command(target: Path, seed: int, report: Path, grade_timeout: float |
     return command
 
 
-def _descendants(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
     """Every process below ``pid`` (Linux: read from /proc; elsewhere none are found)."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -168,7 +185,7 @@ def kill_tree(proc: subprocess.Popen) -> None:
     if os.name == "nt":
         subprocess.run(["taskkill", "/F", "/T", "/PID", str(proc.pid)], capture_output=True)
     else:
-        below = _descendants(proc.pid)
+        below = descendants(proc.pid)
         try:
             os.killpg(proc.pid, signal.SIGKILL)  # its own session (start_new_session=True)
         except OSError:

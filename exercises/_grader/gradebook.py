@@ -41,7 +41,7 @@ from grade_folder import catalogue, chapters, grade, one_line, stage, stop_all, 
 REPORTS = "gradebook-reports"
 SETTINGS = "gradebook-settings.json"
 DEFAULT_TIME_LIMIT = 600.0  # seconds per learner, the whole run
-PROBLEM_OUTCOMES = ("timeout", "crashed", "error")
+PROBLEM_OUTCOMES = ("timeout", "crashed")  # a learner's own exception is a wrong answer, not a problem
 
 
 def learner_folders(submissions: Path, out: Path) -> list[Path]:
@@ -191,6 +191,12 @@ def gradebook(submissions: Path, out: Path, jobs: int, seed: int | None, regrade
     (out / REPORTS).mkdir(exist_ok=True)
     seed = class_seed(out, seed)
     folders = learner_folders(submissions, out)
+    ours = {"gradebook.csv", SETTINGS, "gradebook.csv.tmp", SETTINGS + ".tmp"}
+    strays = sorted(p.name for p in submissions.iterdir()
+                    if not p.is_dir() and not p.name.startswith(".") and p.name not in ours)
+    if strays:
+        print(f"not a learner's folder, so not graded: {', '.join(strays[:10])}{' ...' if len(strays) > 10 else ''} "
+              f"(one folder per learner; unpack archives first)", file=sys.stderr)
     if regrade:
         unknown = sorted(set(regrade) - {f.name for f in folders})
         if unknown:
@@ -209,19 +215,21 @@ def gradebook(submissions: Path, out: Path, jobs: int, seed: int | None, regrade
     print(f"{len(folders)} learners in {submissions}: {len(todo)} to grade, {len(folders) - len(todo)} already "
           f"graded; seed {seed}, {jobs} at a time, at most {time_limit:g} s each", file=sys.stderr)
     bar = _progress(len(todo))
+    pool = ThreadPoolExecutor(max_workers=jobs)
     try:
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            futures = {pool.submit(grade_learner, f, seed, time_limit, grade_timeout, env): f for f in todo}
-            for future in as_completed(futures):
-                entry = future.result()
-                _write_atomic(out / REPORTS / f"{entry['learner']}.json", json.dumps(entry, indent=2) + "\n")
-                entries[entry["learner"]] = entry
-                bar.set_postfix_str(entry["learner"])
-                bar.update(1)
-    except KeyboardInterrupt:
+        futures = {pool.submit(grade_learner, f, seed, time_limit, grade_timeout, env): f for f in todo}
+        for future in as_completed(futures):
+            entry = future.result()
+            _write_atomic(out / REPORTS / f"{entry['learner']}.json", json.dumps(entry, indent=2) + "\n")
+            entries[entry["learner"]] = entry
+            bar.set_postfix_str(entry["learner"])
+            bar.update(1)
+    except KeyboardInterrupt:  # the grading runs are in sessions of their own: Ctrl-C does not reach them
+        pool.shutdown(wait=False, cancel_futures=True)
         stop_all()
         raise SystemExit("stopped: the learners graded so far are kept; run the same command to go on")
     finally:
+        pool.shutdown(wait=True)
         bar.close()
     csv_path = out / "gradebook.csv"
     write_csv(csv_path, list(entries.values()), chapters())
@@ -244,7 +252,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--time-limit", type=float, default=DEFAULT_TIME_LIMIT,
                         help=f"seconds one learner's grading may take in all (default {DEFAULT_TIME_LIMIT:g})")
     parser.add_argument("--grade-timeout", type=float, default=None,
-                        help="seconds per grader test (default: the grader's own, 20)")
+                        help="seconds per grader test (default: the grader's own, 20; 0: none, the watchdog alone)")
     args = parser.parse_args(argv)
     if not args.submissions.is_dir():
         parser.error(f"SUBMISSIONS: {args.submissions} is not a folder")
@@ -254,8 +262,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--seed must be an integer from 0 to 2**40, got {args.seed}")
     if not 0 < args.time_limit < 10**6:
         parser.error(f"--time-limit must be a number of seconds above 0, got {args.time_limit:g}")
-    if args.grade_timeout is not None and not 0 < args.grade_timeout < 10**6:
-        parser.error(f"--grade-timeout must be a number of seconds above 0, got {args.grade_timeout:g}")
+    if args.grade_timeout is not None and not 0 <= args.grade_timeout < 10**6:
+        parser.error(f"--grade-timeout must be a number of seconds >= 0 (0: none), got {args.grade_timeout:g}")
     csv_path, counts = gradebook(args.submissions, args.out or args.submissions, args.jobs, args.seed,
                                  args.regrade, args.time_limit, args.grade_timeout)
     print(f"graded {counts['graded']} learners ({counts['skipped']} already graded, kept); "

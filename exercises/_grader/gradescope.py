@@ -187,7 +187,7 @@ def grade_submission(submission: Path, seed: int, time_limit: float, grade_timeo
         tests = report["tests"] if report else catalogue()
         entries = results_json(tests, report["chapters"] if report else {}, staged, visibility)
     return {
-        "score": sum(e["score"] for e in entries),
+        "score": float(sum(e["score"] for e in entries)),
         "output": _summary(entries, staged, seed, notes),
         "output_format": "text",
         "test_output_format": "text",
