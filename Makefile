@@ -2,8 +2,12 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+# pip options of every install here. .ci/constraints-cpu.txt keeps this machine's CPU build of torch
+# (not the package's own requirement); elsewhere: make PIP_OPTIONS= demo, or your own constraints.
+PIP_OPTIONS ?= $(if $(wildcard .ci/constraints-cpu.txt),--constraint .ci/constraints-cpu.txt)
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check $(PIP_OPTIONS)
 
-.PHONY: demo test test-package test-exercises test-chapters grade lab bench clean check-python
+.PHONY: demo test test-package test-exercises test-chapters test-tryit grade lab bench clean check-python
 
 # The oldest Python minigpt runs on: pyproject.toml's requires-python (">=3.11"), written once there.
 PYTHON_FLOOR := $(shell sed -n 's/^requires-python *= *">=\([0-9.]*\)".*/\1/p' pyproject.toml)
@@ -36,15 +40,15 @@ $(BIN)/python:
 
 $(VENV)/.base: pyproject.toml | $(BIN)/python
 	$(call require_python,$(BIN)/python,$(VENV) was made with an older Python: remove it (rm -rf $(VENV)) and $(PICK_ANOTHER))
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
+	$(PIP) -e .
 	touch $@
 
 $(VENV)/.dev: pyproject.toml $(VENV)/.base
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	$(PIP) -e ".[dev]"
 	touch $@
 
 $(VENV)/.lab: pyproject.toml $(VENV)/.base
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[lab]"
+	$(PIP) -e ".[lab]"
 	touch $@
 
 ## Train the default model on the built-in Shakespeare, save a checkpoint and loss curve, print a sample.
@@ -52,17 +56,24 @@ demo: $(VENV)/.base
 	$(BIN)/minigpt train --out runs/demo --overwrite
 
 ## Everything CI runs: the package's tests, the graders on the solutions, and the notebooks.
-test: test-package test-exercises test-chapters
+test: test-package test-exercises test-chapters test-tryit
 
 test-package: $(VENV)/.dev
 	$(BIN)/python -m pytest tests/
 
+# The graders on the solutions, then their own self-tests with the start macOS and Windows use (spawn).
 test-exercises: $(VENV)/.dev
 	$(BIN)/python -m pytest exercises/ --solutions
+	MINIGPT_GRADER_START=spawn $(BIN)/python -m pytest exercises/ --solutions -q
 
 # --nbval-current-env: the notebooks run on .venv's Python even if another "python3" kernel is installed.
 test-chapters: $(VENV)/.dev
 	$(BIN)/python -m pytest --nbval-lax --nbval-current-env chapters/
+
+# Every chapter executed twice, the learner's files swapped for solutions/ (each try-it cell must print
+# "same as minigpt's ...: True") and for fresh stubs ("not written yet"): minutes, so apart from test-package.
+test-tryit: $(VENV)/.dev
+	$(BIN)/python -m pytest tests/test_tryit.py --notebooks -m notebooks
 
 ## Grade your own exercises (what a learner runs): all chapters, or one with CHAPTER=02.
 grade: $(VENV)/.dev
