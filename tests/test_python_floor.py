@@ -26,10 +26,20 @@ def python_floor() -> Version:
     return Version(match.group(1))
 
 
-def installed_closure() -> dict[str, str]:
-    """Every installed distribution the project needs (base and extras), name -> Requires-Python."""
+def extra_floors() -> dict[str, Version]:
+    """Each extra's own floor ([tool.minigpt.python-floor] in pyproject.toml; the package's when absent)."""
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8")).get("tool", {})
+    stated = tool.get("minigpt", {}).get("python-floor", {})
+    return {extra: Version(stated.get(extra, str(python_floor()))) for extra in PROJECT["optional-dependencies"]}
+
+
+def installed_closure(extras: list[str] | None = None) -> dict[str, str]:
+    """Every installed distribution the project needs (base and the given extras, default all),
+    name -> Requires-Python."""
     wanted = [Requirement(r) for r in PROJECT["dependencies"]]
-    wanted += [Requirement(r) for extra in PROJECT["optional-dependencies"].values() for r in extra]
+    groups = PROJECT["optional-dependencies"] if extras is None else {e: PROJECT["optional-dependencies"][e]
+                                                                      for e in extras}
+    wanted += [Requirement(r) for extra in groups.values() for r in extra]
     found: dict[str, str] = {}
     while wanted:
         requirement = wanted.pop()
@@ -60,7 +70,17 @@ def test_no_dependency_needs_a_newer_python_than_we_claim():
     for base in PROJECT["dependencies"]:  # the base dependencies must all be there to compare
         assert canonicalize_name(Requirement(base).name) in closure, base
     assert len(closure) > len(PROJECT["dependencies"])  # their own dependencies were walked too
-    assert needs_newer_python(python_floor(), closure) == []
+    assert needs_newer_python(python_floor(), installed_closure([])) == []
+    for extra, floor in extra_floors().items():  # e.g. lab: JupyterLab's soupsieve needs 3.11.5
+        assert floor >= python_floor()
+        assert needs_newer_python(floor, installed_closure([extra])) == [], f"the extra [{extra}]"
+
+
+def test_readme_states_each_extras_floor():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for extra, floor in extra_floors().items():
+        if floor != python_floor():
+            assert f"`[{extra}]` needs Python {floor}" in readme, (extra, floor)
 
 
 def test_the_comparison_catches_a_dependency_that_needs_more():
