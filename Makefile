@@ -61,7 +61,7 @@ test: test-package test-exercises test-chapters test-tryit
 test-package: $(VENV)/.dev
 	$(BIN)/python -m pytest tests/
 
-# The graders on the solutions, then their own self-tests with the start macOS and Windows use (spawn).
+# The graders on the solutions, workers started with fork (Linux) and with spawn (as on macOS, Windows).
 test-exercises: $(VENV)/.dev
 	$(BIN)/python -m pytest exercises/ --solutions
 	MINIGPT_GRADER_START=spawn $(BIN)/python -m pytest exercises/ --solutions -q
