@@ -73,7 +73,7 @@ def test_most_frequent_pair_counts_and_breaks_ties(ex):
         check(list(got) == expected, f"most_frequent_pair({ids}) should be {tuple(expected)}, got {tuple(got)}")
 
 
-@pytest.mark.points(2)
+@pytest.mark.points(3)
 def test_merge_replaces_every_occurrence_left_to_right(ex):
     cases = [
         ([1, 2, 3, 1, 2], (1, 2), 9, [9, 3, 9]),
@@ -110,7 +110,7 @@ def test_tokens_per_char(ex):
                                      f"(tokens / characters, len(text) counts characters, not UTF-8 bytes)")
 
 
-@pytest.mark.points(1)
+@pytest.mark.points(2)
 def test_six_bpe_rounds_match_the_reference(ex):
     got, expected = ex.case("bpe_rounds")
     for round_, (g, e) in enumerate(zip(got["pairs"], expected["pairs"])):

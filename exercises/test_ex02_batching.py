@@ -20,7 +20,7 @@ def probe_first_ids(m, data, batch_size, context_length, seed, times):
     return [m.get_batch(data, batch_size, context_length, g)[0][:, 0].tolist() for _ in range(times)]
 
 
-@pytest.mark.points(2)
+@pytest.mark.points(1)
 def test_train_val_split_keeps_order_and_sizes(ex):
     for n, fraction in [(1000, 0.1), (37, 0.25), (10, 0.5)]:
         data = torch.arange(n) * 3

@@ -118,7 +118,7 @@ def test_block_is_pre_layernorm_with_residuals(ex):
                  "Block output (x = x + attn(ln1(x)); x = x + ffwd(ln2(x)))" + CHAPTER_3, atol=1e-5)
 
 
-@pytest.mark.points(1)
+@pytest.mark.points(2)
 def test_tinygpt_layers(ex):
     info = ex.probe(probe_module, "TinyGPT", TINY_GPT, None, [], describe=f"TinyGPT(**{TINY_GPT})")
     assert_param_names(info["params"], tinygpt_params(**TINY_GPT), "TinyGPT(vocab_size=11, context_length=6, "
@@ -179,7 +179,7 @@ def test_tinygpt_loss_at_init_is_about_ln_vocab(ex):
             check(0.012 < std < 0.028, f"{name} should be drawn with std 0.02 at initialisation, its std is {std:.3g}")
 
 
-@pytest.mark.points(1)
+@pytest.mark.points(2)
 def test_a_few_steps_from_your_initialisation_lower_the_loss(ex):
     g = torch.Generator().manual_seed(3)
     idx = torch.randint(16, (8, 8), generator=g)
@@ -194,7 +194,7 @@ def test_a_few_steps_from_your_initialisation_lower_the_loss(ex):
           f"learn from its initialisation (weights all zero? every weight must start small and random, std 0.02)")
 
 
-@pytest.mark.points(1)
+@pytest.mark.points(2)
 def test_tinygpt_is_causal(ex):
     idx = torch.randint(11, (2, 6), generator=torch.Generator().manual_seed(2))
     idx2 = idx.clone()

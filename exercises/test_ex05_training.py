@@ -133,7 +133,7 @@ def expected_after_sgd(seed, x, y, lr, scale=1.0):
     return loss.item(), (weight - lr * weight.grad).detach()
 
 
-@pytest.mark.points(2)
+@pytest.mark.points(1)
 def test_train_step_returns_the_loss_and_updates(ex):
     x, y = bigram_batch()
     got = ex.probe(probe_train_step, 0, x, y, 0.5, describe="train_step(model, SGD(lr=0.5), x, y)")
@@ -150,7 +150,7 @@ def test_train_step_returns_the_loss_and_updates(ex):
                  atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.points(2)
+@pytest.mark.points(1)
 def test_train_step_clears_old_gradients(ex):
     x, y = bigram_batch(seed=1)
     got = ex.probe(probe_train_step, 1, x, y, 0.5, stale_grad=100.0,

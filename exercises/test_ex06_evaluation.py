@@ -115,7 +115,7 @@ def test_perplexity(ex):
         assert_number(ex.perplexity(loss), expected, f"perplexity({loss:.4g})", rtol=1e-9)
 
 
-@pytest.mark.points(2)
+@pytest.mark.points(1)
 def test_bits_per_char(ex):
     cases = [
         ((1.0, 100, 100), 1 / math.log(2), "one token per character, 1 nat per token"),
@@ -128,7 +128,7 @@ def test_bits_per_char(ex):
                       f"({why})", rtol=1e-9)
 
 
-@pytest.mark.points(2)
+@pytest.mark.points(1)
 def test_bits_per_byte(ex):
     cases = [
         ((1.0, 100, 100), 1 / math.log(2), "one token per byte, 1 nat per token"),
@@ -150,7 +150,7 @@ def test_bits_per_byte(ex):
         check_value_error(ex, "bits_per_byte", (1.0, 10, bad), "num_bytes", "num_bytes must be a whole number >= 1")
 
 
-@pytest.mark.points(2)
+@pytest.mark.points(1)
 def test_best_step(ex):
     history = [
         {"step": 0, "train": 4.1, "val": 4.2},

@@ -538,6 +538,39 @@ def selection_problems(notebook: Path, exercise: Path, cases: Path | None = None
     return problems
 
 
+def catalogue_points(exercises: Path = EXERCISES) -> dict[str, int]:
+    """{"01": points, ...}: each grader's ``@pytest.mark.points(n)`` marks summed (a test without one counts 1)."""
+    points = {}
+    for number, exercise in exercise_files(exercises).items():
+        grader = exercises / f"test_{exercise.name}"
+        if grader.is_file():
+            tests = [n for n in ast.parse(grader.read_text(encoding="utf-8")).body
+                     if isinstance(n, ast.FunctionDef) and n.name.startswith("test")]
+            points[number] = sum(next((d.args[0].value for d in t.decorator_list if isinstance(d, ast.Call)
+                                       and ast.unparse(d.func).endswith("points")), 1) for t in tests)
+    return points
+
+
+def grading_output_problems(notebook: Path, exercise: Path) -> Problems:
+    """The committed output of the grading cell shows the grader's points as they are now (0/N for the chapter, the total)."""
+    cells, grader = cells_of(notebook), f"test_{exercise.name}"
+    points = catalogue_points(exercise.parent)
+    problems = []
+    for index, cell in enumerate(cells):
+        if cell["cell_type"] != "code" or source(cell).strip() != GRADING_CELL.format(grader=grader):
+            continue
+        printed = re.sub(r"\x1b\[[0-9;]*m", "", "".join(source(o) if "source" in o else "".join(o.get("text", ""))
+                                                         for o in cell.get("outputs", [])))
+        shown = {m[0]: int(m[1]) for m in re.findall(r"^(\d\d|total)\b\D*?\d+(?:\.\d+)?/(\d+)", printed, flags=re.M)}
+        number = exercise.name[2:4]
+        wanted = {number: points.get(number), "total": sum(points.values())}
+        if any(shown.get(key) != value for key, value in wanted.items()):
+            problems.append(f"{where(notebook, index)}: the committed grading output shows "
+                            f"{ {k: shown.get(k) for k in wanted} } points, the graders give {wanted}: re-execute the "
+                            f"chapter (its grading cell prints the score table)")
+    return problems
+
+
 def by_hand_problems(notebook: Path, exercise: Path, rules: tuple | None = None,
                      cases: Path | None = None) -> Problems:
     """A "Your turn" for a by-hand piece (one whose tests a by-hand rule covers) names every call the rule forbids."""
@@ -728,6 +761,11 @@ def test_every_piece_has_its_turn_and_try_it_cell_with_the_stubs_signature(noteb
 @pytest.mark.parametrize("notebook, exercise", PAIRS, ids=[n.stem for n, _ in PAIRS])
 def test_each_pieces_grading_command_selects_its_tests(notebook, exercise):
     assert not (problems := selection_problems(notebook, exercise)), report(problems)
+
+
+@pytest.mark.parametrize("notebook, exercise", PAIRS, ids=[n.stem for n, _ in PAIRS])
+def test_the_committed_score_table_shows_todays_points(notebook, exercise):
+    assert not (problems := grading_output_problems(notebook, exercise)), report(problems)
 
 
 @pytest.mark.parametrize("notebook, exercise", PAIRS, ids=[n.stem for n, _ in PAIRS])
