@@ -812,6 +812,15 @@ def test_readme_grades_with_the_notebooks_commands():
             f"README.md: give the terminal command {TERMINAL_COMMAND.format(grader=grader)} beside the grading cell"
 
 
+def test_readme_lists_every_call_a_by_hand_rule_forbids():
+    """The learner's loop in the README names every forbidden call of the grader's by-hand rules, as the chapters do."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = readme.index("### The learner's loop")
+    learner = readme[start:readme.index("\n### ", start + 1)]
+    missing = {rule.file: sorted(n for n in rule.names if n not in learner) for rule in by_hand_rules()}
+    assert not any(missing.values()), f"README.md's learner's loop does not name {missing}"
+
+
 def test_make_clean_keeps_every_committed_file(tmp_path):
     """`make clean` removes the environment and the runs, never a committed file (chapter 6 loads chapters/runs/)."""
     listed = subprocess.run(["git", "ls-files", "chapters/runs"], capture_output=True, text=True, cwd=ROOT)
