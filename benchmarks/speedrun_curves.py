@@ -35,7 +35,7 @@ import torch
 from minigpt import CharTokenizer, GPT, GPTConfig, TrainConfig, encode_corpus, load_text, train_val_split
 from minigpt.evaluate import evaluate_split
 from minigpt.presets import PRESETS
-from minigpt.train import Trainer
+from minigpt.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"

@@ -90,7 +90,7 @@ def speed(train_data, val_data, tokenizer, vocab_size: int, rounds: int, steps: 
     torch.manual_seed(0)
     plain_model = GPT(config, fused=False)
     plain = plain_step_fn(plain_model, train_data, torch.Generator().manual_seed(0))
-    ours = trainer._train_step
+    ours = trainer.train_step
     time_steps(ours, 10), time_steps(plain, 10)  # warm up allocators and kernels
     ours_t, plain_t = [], []
     for _ in range(rounds):
@@ -126,9 +126,9 @@ def profile(train_data, val_data, tokenizer, vocab_size: int, steps: int) -> Non
     torch.manual_seed(0)
     trainer = Trainer(GPT(GPTConfig(vocab_size=vocab_size, **BABY)), tokenizer, train_data,
                       val_data, TrainConfig(**TRAIN), progress=False)
-    time_steps(trainer._train_step, 5)  # warm up
+    time_steps(trainer.train_step, 5)  # warm up
     with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
-        time_steps(trainer._train_step, steps)
+        time_steps(trainer.train_step, steps)
     parts: dict[str, float] = {}
     rest: dict[str, float] = {}
     for event in prof.key_averages():

@@ -1,7 +1,8 @@
 """minigpt: the small GPT that the course builds, piece by piece, in the order the chapters teach.
 
-    text -> tokenizers -> data (get_batch) -> rotary -> attention -> model (GPT) -> evaluate
-         -> checkpoint -> optim -> train -> sampling (generate) -> presets, plotting, cli
+    config -> tokenizers -> data (get_batch) -> rotary -> kvcache -> attention -> model (GPT)
+         -> evaluate -> checkpoint -> optim -> train_state -> trainer (Trainer, train)
+         -> sampling (generate) -> presets, plotting, runfolder, cli
 
 `from minigpt import GPT` works as usual, but each name is imported from its module on first use
 (PEP 562), so `import minigpt` alone is instant and the `minigpt` command can answer Ctrl-C
@@ -11,27 +12,28 @@ quietly while torch is still loading.
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import Any
 
 __version__ = "0.1.0"
 
 # Each public name and the module that defines it.
 _HOME = {
-    "attention": ["KVCache", "MultiHeadAttention", "causal_mask", "scaled_dot_product_attention"],
+    "attention": ["MultiHeadAttention", "causal_mask", "scaled_dot_product_attention"],
     "checkpoint": ["CheckpointError", "load_checkpoint", "save_checkpoint"],
-    "config": ["GPTConfig", "TrainConfig"],
+    "config": ["DataConfig", "GPTConfig", "SampleConfig", "TrainConfig"],
+    "errors": ["MinigptError"],
     "data": ["encode_corpus", "get_batch", "load_text", "shakespeare", "train_val_split"],
     "evaluate": ["bits_per_byte", "bits_per_char", "estimate_loss", "perplexity"],
+    "kvcache": ["KVCache"],
     "model": ["GPT", "Block", "FeedForward"],
     "sampling": ["generate", "sample_text"],
     "tokenizers": ["BPETokenizer", "CharTokenizer", "TiktokenTokenizer", "load_tokenizer",
                    "train_tokenizer"],
-    "train": ["Trainer", "learning_rate", "resolve_device", "train"],
+    "trainer": ["TrainState", "Trainer", "learning_rate", "resolve_device", "train"],
 }
 _MODULE_OF = {name: module for module, names in _HOME.items() for name in names}
-_SUBMODULES = set(_HOME) | {"cli", "optim", "plotting", "presets", "rotary", "runfolder"}
+_SUBMODULES = set(_HOME) | {"cli", "optim", "plotting", "presets", "rotary", "runfolder",
+                             "train_state"}
 
 __all__ = sorted(_MODULE_OF)
 
@@ -50,19 +52,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__) | _SUBMODULES)
-
-
-class _Package(types.ModuleType):
-    """The package object; it keeps `minigpt.train` the function when the module is imported.
-
-    Importing a submodule sets it as an attribute of its package, and the module `minigpt.train`
-    shares its name with the function `minigpt.train` (`from minigpt import train`).
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _MODULE_OF and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

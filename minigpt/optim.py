@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from minigpt.config import TrainConfig
+from minigpt.errors import MinigptError
 
 
 class OptimizerChain:
@@ -62,7 +63,7 @@ class OptimizerChain:
         ValueError (e.g. a checkpoint saved with another optimizer)."""
         groups = state_dict["param_groups"]
         if len(groups) != len(self.param_groups):
-            raise ValueError(f"the saved optimizer has {len(groups)} parameter groups, this one "
+            raise MinigptError(f"the saved optimizer has {len(groups)} parameter groups, this one "
                              f"{len(self.param_groups)}")
         offset = 0
         for opt in self.optimizers:
@@ -95,7 +96,7 @@ def configure_optimizer(model: nn.Module, config: TrainConfig, device: torch.dev
     if config.optimizer == "adamw":
         return _adamw(model, config, [], fused, betas)
     if not hasattr(torch.optim, "Muon"):  # added in torch 2.9; pyproject allows older ones
-        raise ValueError(f"optimizer='muon' needs torch.optim.Muon (torch >= 2.9), and this is "
+        raise MinigptError(f"optimizer='muon' needs torch.optim.Muon (torch >= 2.9), and this is "
                          f"torch {torch.__version__}: use optimizer='adamw' or a newer torch")
     matrices = muon_parameters(model)
     muon = torch.optim.Muon(matrices, lr=config.muon_lr, weight_decay=config.weight_decay,

@@ -1,4 +1,4 @@
-"""Pictures the course uses: loss curves, attention heat maps, next-token probability bars.
+"""Pictures the course uses: loss curves and attention heat maps.
 
 Each function draws on a matplotlib Axes (a new figure if none is given) and returns the Figure,
 so a notebook shows it inline and a script can `savefig` it.
@@ -13,6 +13,8 @@ import matplotlib.pyplot as plt
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+
+from minigpt.errors import MinigptError
 
 
 def _axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
@@ -45,7 +47,7 @@ def plot_attention(weights: torch.Tensor, tokens: Sequence[str] | None = None,
                    ax: Axes | None = None, title: str = "Attention weights") -> Figure:
     """Heat map of one head's (T, T) weights: row = query position, column = key it looks at."""
     if weights.dim() != 2 or weights.size(0) != weights.size(1):
-        raise ValueError(f"weights must be one head's (T, T) matrix, got shape {tuple(weights.shape)}")
+        raise MinigptError(f"weights must be one head's (T, T) matrix, got shape {tuple(weights.shape)}")
     fig, ax = _axes(ax, (5, 4.5))
     image = ax.imshow(weights.detach().cpu().float().numpy(), cmap="viridis", vmin=0.0)
     if tokens is not None:
@@ -56,23 +58,6 @@ def plot_attention(weights: torch.Tensor, tokens: Sequence[str] | None = None,
     ax.set_ylabel("query (attending)")
     ax.set_title(title)
     fig.colorbar(image, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    return fig
-
-
-def plot_next_token_probs(probs: torch.Tensor, labels: Sequence[str], top: int = 10,
-                          ax: Axes | None = None, title: str = "Next-token probabilities") -> Figure:
-    """Bars of the `top` most likely next tokens from a (V,) probability vector."""
-    if probs.dim() != 1 or probs.numel() != len(labels):
-        raise ValueError(f"probs must be (V,) with one label per token, got shape "
-                         f"{tuple(probs.shape)} and {len(labels)} labels")
-    fig, ax = _axes(ax, (7, 3.5))
-    values, order = torch.topk(probs.detach().cpu().float(), min(top, probs.numel()))
-    ax.bar(range(len(order)), values.numpy(), color="tab:green")
-    ax.set_xticks(range(len(order)), [repr(labels[i])[1:-1] or "''" for i in order.tolist()])
-    ax.set_ylabel("probability")
-    ax.set_ylim(0, 1)
-    ax.set_title(title)
     fig.tight_layout()
     return fig
 

@@ -51,3 +51,14 @@ def describe_presets() -> str:
         lines.append(textwrap.fill(settings, width=78, initial_indent=f"  {name}: ",
                                    subsequent_indent="    "))
     return "\n".join(lines)
+
+
+def with_preset(name: str | None, given: dict[str, Any]) -> dict[str, Any]:
+    """The preset's values with the options `given` on top. A preset's head_lr is dropped when the
+    output layer ends up tied (it has no rate of its own then), so `--tie-weights` still works."""
+    if name is None:
+        return dict(given)
+    values = {**PRESETS[name], **given}
+    if values.get("tie_weights", True) and "head_lr" not in given:
+        values["head_lr"] = None
+    return values

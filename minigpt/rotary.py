@@ -9,21 +9,28 @@ so the score of query position p against key position s depends on p - s alone: 
 relative positions, and shifting every position by the same amount changes no score.
 
 Here the pairs are (x[i], x[i + head_size // 2]): the first half of the head against the second
-half, which is the same maths as neighbouring pairs with the dimensions listed in another order.
+half ("half-split", as in GPT-NeoX), the same maths as neighbouring pairs (x[2i], x[2i + 1]) (the
+RoFormer paper, Meta's Llama code) with the dimensions listed in another order. To load weights of
+a model that pairs neighbours, reorder the rows of each head's query and key weights by
+`order = [0, 2, 4, ..., head_size - 2, 1, 3, ..., head_size - 1]` (new row j of a head = old row
+order[j]); values and scores are unchanged, since q and k are permuted alike. `GPTConfig.rotary_base`
+sets the base (10,000 by default).
 """
 
 from __future__ import annotations
 
 import torch
 
-ROTARY_BASE = 10_000.0
+from minigpt.errors import MinigptError
+
+ROTARY_BASE = 10_000.0  # GPTConfig.rotary_base's default
 
 
 def rotary_frequencies(head_size: int, base: float = ROTARY_BASE,
                        device: str | torch.device | None = None) -> torch.Tensor:
     """(head_size // 2,) angles per position step, from 1 down to nearly 1 / base."""
     if head_size % 2:
-        raise ValueError(f"head_size must be even for rotary embeddings (it turns pairs), got {head_size}")
+        raise MinigptError(f"head_size must be even for rotary embeddings (it turns pairs), got {head_size}")
     exponents = torch.arange(0, head_size, 2, device=device, dtype=torch.float32) / head_size
     return base ** -exponents
 

@@ -1,6 +1,6 @@
 """The run folder (`minigpt train --out`): a run never destroys another run's work.
 
-Three guards, checked before any training:
+Four guards, checked before any training:
 - `check_out_folder`: the folder is a folder (or can be made one) that we may write into, so a bad
   `--out` fails at once, not after an hour of training at the first save.
 - `existing_run`: the checkpoints a folder already holds, so the command can refuse to write over a
@@ -9,6 +9,7 @@ Three guards, checked before any training:
   run on the same folder is refused while the first is alive; the lock of a run that died without
   releasing it (killed, power cut) is taken over. Process ids are checked on POSIX systems only;
   elsewhere a leftover lock must be deleted by hand (the message says which file).
+- `remove_stale_temp_files`: the temporary files of saves that a kill cut short.
 """
 
 from __future__ import annotations
@@ -17,11 +18,14 @@ import os
 import socket
 from pathlib import Path
 
+from minigpt.checkpoint import TEMP_NAME
+from minigpt.errors import MinigptError
+
 LOCK_NAME = ".minigpt.lock"
 CHECKPOINT_NAMES = ("ckpt.pt", "best.pt")
 
 
-class FolderInUse(RuntimeError):
+class FolderInUse(MinigptError):
     """Another live run holds the folder's lock."""
 
 
@@ -30,18 +34,18 @@ def check_out_folder(folder: str | Path) -> None:
     folder where the lock file goes."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
-        raise ValueError(f"--out {str(folder)!r} is a file, not a folder; give a folder for the "
+        raise MinigptError(f"--out {str(folder)!r} is a file, not a folder; give a folder for the "
                          f"checkpoints")
     existing = folder
     while not existing.exists():  # the nearest folder that is there: we would create the rest in it
         existing = existing.parent
     if not existing.is_dir():
-        raise ValueError(f"--out {str(folder)!r} cannot be created: {str(existing)!r} is a file")
+        raise MinigptError(f"--out {str(folder)!r} cannot be created: {str(existing)!r} is a file")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"--out {str(folder)!r} is not writable: no permission to write in "
+        raise MinigptError(f"--out {str(folder)!r} is not writable: no permission to write in "
                          f"{str(existing)!r}")
     if (folder / LOCK_NAME).is_dir():  # not ours, and no lock file could be made there
-        raise ValueError(f"--out {str(folder)!r} holds a folder named {LOCK_NAME!r}, where minigpt "
+        raise MinigptError(f"--out {str(folder)!r} holds a folder named {LOCK_NAME!r}, where minigpt "
                          f"keeps its lock file; move it away or choose another --out")
 
 
@@ -49,6 +53,47 @@ def existing_run(folder: str | Path) -> list[str]:
     """The names of the checkpoints already in `folder` (empty when there is no run there)."""
     folder = Path(folder)
     return [name for name in CHECKPOINT_NAMES if (folder / name).exists()]
+
+
+def check_run_folder(out: Path, resume: Path | None, overwrite: bool) -> list[str]:
+    """Refuse an --out we cannot write, or one holding another run; returns what --overwrite
+    replaces (never the checkpoint resumed from).
+
+    A resume from the folder's own latest checkpoint writes over it: that is what it is for.
+    Resuming from best.pt beside a later ckpt.pt is not: it would replace the later work.
+    """
+    check_out_folder(out)
+    found = [name for name in existing_run(out)
+             if resume is None or (out / name).resolve() != resume.resolve()]
+    continues = (resume is not None and out.resolve() == resume.parent.resolve()
+                 and "ckpt.pt" not in found)
+    if found and not overwrite and not continues:
+        raise MinigptError(f"--out {str(out)!r} already holds a run ({', '.join(found)}); "
+                           f"continue it with --resume {str(out / found[0])!r}, replace it with "
+                           f"--overwrite, or choose another --out")
+    return found if overwrite and not continues else []
+
+
+def remove_stale_temp_files(folder: str | Path, names: tuple[str, ...] | None = None) -> list[Path]:
+    """Delete the temporary files that interrupted saves (a kill mid-save) left in `folder`.
+
+    Only plain files named the way `save_checkpoint` names its temporary files are removed, and only
+    directly in `folder`; with `names` (e.g. ckpt.pt, best.pt), only those of saves to these names,
+    so a folder shared with other files loses nothing that merely looks alike. Call it at the start
+    of a run, while no other process saves there (a temp file of a save in progress would be taken
+    away from it). Returns the paths removed.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for entry in sorted(folder.iterdir()):
+        match = TEMP_NAME.fullmatch(entry.name)
+        ours = match is not None and (names is None or match["target"] in names)
+        if ours and entry.is_file() and not entry.is_symlink():
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
 
 
 def _owner_line() -> str:
@@ -96,7 +141,11 @@ class RunLock:
         while not folder.exists():
             self.created.append(folder)
             folder = folder.parent
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise MinigptError(f"--out {str(self.path.parent)!r} cannot be created "
+                               f"({error.strerror})") from None
         for _ in range(2):  # the second try follows the removal of a dead run's lock
             if self._create():
                 self.held = True

@@ -1,35 +1,10 @@
 """Sampling: run the model forwards one token at a time to write new text.
 
-Each step turns the last position's logits into a choice of next token. The knobs, applied in this
-order: frequency and presence penalties (discourage repeating what was already generated),
-temperature (sharpen or flatten; 0 means always take the most likely token), top-k (keep the k
-most likely), top-p (keep the smallest set whose probability adds up to p). The context is cropped
-to the last `context_length` tokens (the model's, or fewer).
-
-A KV cache keeps the keys and values of earlier tokens so each step only computes the new one;
-`use_cache=False` is the plain loop, which runs the model on the whole cropped context every step.
-While the text fits in the window (prompt + new tokens <= context_length) both give the same tokens
-(the tests prove it, greedy and seeded sampling, for every model option). Past the window the
-plain loop shows the model the last context_length tokens at every step, which a cache cannot do
-cheaply, so the cache does something cheaper and different, depending on the model's positions:
-
-- learned positions (a key depends on its absolute position, so a moving window invalidates every
-  key): when the cache is full it starts again from the last context_length // 2 tokens (one
-  forward pass over them), then grows one token per step until full again. Each token past the
-  window is thus predicted from the last L tokens, L going context_length // 2, ..., context_length
-  and round again, where the plain loop always uses context_length: exactly the tokens of a plain
-  loop that crops its context that way (tested), at the cost of one short forward pass every
-  (context_length + 1) // 2 + 1 steps instead of a full one per step.
-- rotary positions (scores depend only on the distance between two positions): the cache slides,
-  the oldest token dropping out of view as each new one arrives, and never starts again. In the
-  first block this is exactly the plain loop's attention (same keys, same distances). From the
-  second block on, the cached keys and values of the older tokens were computed when those tokens
-  could still see up to context_length - 1 tokens before them, which the plain loop's window has
-  already cut off: it equals running the text (from the prompt's last context_length tokens on)
-  through the model with each query limited to the last context_length tokens (a sliding-window
-  mask, as in Mistral; tested), not the plain loop. A one-block model gives exactly the plain
-  loop's tokens (tested). Positions keep counting up; the float32 angles lose about 1e-7 of a
-  radian per position of precision, far below what changes a token for texts of this course's size.
+Each step turns the last position's logits into a choice of next token; the options
+(`SampleConfig`) apply, in this order, frequency and presence penalties, temperature (0: always
+the most likely token), top-k and top-p. The model sees the last `context_length` tokens. A KV
+cache (`minigpt.kvcache`, which says what it keeps exact past the window) makes each step compute
+only the new token; `use_cache=False` is the plain loop.
 """
 
 from __future__ import annotations
@@ -41,21 +16,10 @@ from torch import nn
 
 from minigpt.config import SampleConfig
 from minigpt.data import check_whole_number
+from minigpt.errors import MinigptError
+from minigpt.kvcache import refill_length
 from minigpt.model import check_token_ids
 from minigpt.tokenizers import Tokenizer
-
-
-def check_sampling_options(temperature: float = 1.0, top_k: int | None = None,
-                           top_p: float | None = None, frequency_penalty: float = 0.0,
-                           presence_penalty: float = 0.0) -> None:
-    """Refuse options outside their allowed ranges, naming the option.
-
-    The ranges are `SampleConfig`'s (the same ones the `minigpt sample` command checks):
-    temperature 0 (greedy) or in [0.01, 100], top_k a whole number >= 1, top_p in (0, 1],
-    penalties in [0, 100]; every number finite, and True or False is not a number.
-    """
-    SampleConfig(temperature=temperature, top_k=top_k, top_p=top_p,
-                 frequency_penalty=frequency_penalty, presence_penalty=presence_penalty)
 
 
 def apply_penalties(logits: torch.Tensor, counts: torch.Tensor, frequency_penalty: float,
@@ -103,28 +67,23 @@ def next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None
     return torch.multinomial(probs, num_samples=1, generator=generator)
 
 
-def generate_tokens(model: nn.Module, idx: torch.Tensor, max_new_tokens: int,
-                    context_length: int | None = None, temperature: float = 1.0,
-                    top_k: int | None = None, top_p: float | None = None,
-                    frequency_penalty: float = 0.0, presence_penalty: float = 0.0,
-                    generator: torch.Generator | None = None,
+def generate_tokens(model: nn.Module, idx: torch.Tensor, options: SampleConfig,
+                    context_length: int | None = None, generator: torch.Generator | None = None,
                     use_cache: bool = True) -> Iterator[torch.Tensor]:
-    """Yield the next token of every row, (B, 1), `max_new_tokens` times (stop early by breaking out).
+    """Yield the next token of every row, (B, 1), `options.max_new_tokens` times (stop early by
+    breaking out). The ids are checked here, at the call; the loop runs as tokens are asked for.
 
     The model sees at most the last `context_length` tokens (default: the model's own; a smaller
-    one is allowed). With `use_cache`, each step feeds only the new token; what that changes past
-    the window is in this module's docstring.
+    one is allowed). `options.seed` seeds a generator on idx's device when none is given.
     """
-    check_sampling_options(temperature, top_k, top_p, frequency_penalty, presence_penalty)
     if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.size(1) == 0:
-        raise ValueError(f"idx must be (batch, time) with at least one token per row (the prompt "
-                         f"cannot be empty), got {_found(idx)}")
+        raise MinigptError(f"idx must be (batch, time) with at least one token per row (the prompt "
+                           f"cannot be empty), got {_found(idx)}")
     check_token_ids(idx, model.config.vocab_size, "idx")
-    check_whole_number("max_new_tokens", max_new_tokens, low=0)
     context_length = _checked_context_length(model, context_length)
-    # Checked above, at the call; the loop below runs lazily, as the caller asks for tokens.
-    return _token_loop(model, idx, max_new_tokens, context_length, temperature, top_k, top_p,
-                       frequency_penalty, presence_penalty, generator, use_cache)
+    if generator is None and options.seed is not None:
+        generator = torch.Generator(device=idx.device).manual_seed(options.seed)
+    return _token_loop(model, idx, options, context_length, generator, use_cache)
 
 
 def _checked_context_length(model: nn.Module, context_length: int | None) -> int:
@@ -134,14 +93,9 @@ def _checked_context_length(model: nn.Module, context_length: int | None) -> int
         return limit
     is_whole = isinstance(context_length, int) and not isinstance(context_length, bool)
     if not is_whole or not 1 <= context_length <= limit:
-        raise ValueError(f"context_length must be a whole number in [1, {limit}] (the model's "
-                         f"context_length), got {context_length!r}")
+        raise MinigptError(f"context_length must be a whole number in [1, {limit}] (the model's "
+                           f"context_length), got {context_length!r}")
     return context_length
-
-
-def refill_length(context_length: int) -> int:
-    """How many of the latest tokens a full KV cache with learned positions starts again from."""
-    return max(1, context_length // 2)
 
 
 class RecentTokens:
@@ -172,18 +126,17 @@ class RecentTokens:
 
 
 @torch.no_grad()
-def _token_loop(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, context_length: int,
-                temperature: float, top_k: int | None, top_p: float | None,
-                frequency_penalty: float, presence_penalty: float,
+def _token_loop(model: nn.Module, idx: torch.Tensor, options: SampleConfig, context_length: int,
                 generator: torch.Generator | None, use_cache: bool) -> Iterator[torch.Tensor]:
     was_training = model.training
     model.eval()
+    penalised = options.frequency_penalty or options.presence_penalty
     try:
         counts = torch.zeros(idx.size(0), model.config.vocab_size, device=idx.device)  # (B, V)
         recent = RecentTokens(idx, context_length)
         caches = model.new_kv_caches(context_length) if use_cache else None
         pending = recent.last(context_length)  # the tokens the caches have not seen yet
-        for _ in range(max_new_tokens):
+        for _ in range(options.max_new_tokens):
             if not use_cache:
                 logits, _ = model(recent.last(context_length), last_only=True)
             else:
@@ -195,9 +148,11 @@ def _token_loop(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, contex
                     pending = recent.last(refill_length(context_length))
                 logits, _ = model(pending, kv_caches=caches, last_only=True)
             logits = logits[:, -1, :]  # (B, V): only the last position predicts the next token
-            if frequency_penalty or presence_penalty:
-                logits = apply_penalties(logits, counts, frequency_penalty, presence_penalty)
-            token = next_token(logits, temperature, top_k, top_p, generator)  # (B, 1)
+            if penalised:
+                logits = apply_penalties(logits, counts, options.frequency_penalty,
+                                         options.presence_penalty)
+            token = next_token(logits, options.temperature, options.top_k, options.top_p,
+                               generator)  # (B, 1)
             counts.scatter_add_(1, token, torch.ones_like(token, dtype=counts.dtype))
             recent.append(token)
             pending = token
@@ -213,43 +168,80 @@ def generate(model: nn.Module, idx: torch.Tensor, max_new_tokens: int,
              use_cache: bool = True) -> torch.Tensor:
     """The prompt ids (B, T) followed by `max_new_tokens` new ones: (B, T + max_new_tokens).
 
-    The options are `generate_tokens`'s; context_length defaults to the model's.
+    The options are `SampleConfig`'s, checked by it; context_length defaults to the model's.
     """
-    new = list(generate_tokens(model, idx, max_new_tokens, context_length, temperature, top_k,
-                               top_p, frequency_penalty, presence_penalty, generator, use_cache))
+    options = SampleConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                           top_p=top_p, frequency_penalty=frequency_penalty,
+                           presence_penalty=presence_penalty)
+    new = list(generate_tokens(model, idx, options, context_length, generator, use_cache))
     return torch.cat([idx, *new], dim=1)
 
 
 def sample_text(model: nn.Module, tokenizer: Tokenizer, prompt: str, max_new_tokens: int,
                 stop: list[str] | None = None, seed: int | None = None,
-                device: str | torch.device | None = None, **options) -> str:
+                device: str | torch.device | None = None, use_cache: bool = True,
+                **options) -> str:
     """Continue `prompt` with up to `max_new_tokens` tokens; returns only the new text.
 
-    Generation ends early at the first stop string, which is left out of the result.
+    `options` are `SampleConfig`'s (temperature 1 unless given). Generation ends early at the first
+    stop string, which is left out. The text is decoded as it grows, a few tokens at a time, so
+    the time is linear in its length.
     """
     if stop is not None and (isinstance(stop, str) or not all(isinstance(s, str) for s in stop)):
-        raise ValueError(f"stop must be a list of strings (e.g. [{stop!r}] for one), got {stop!r}")
+        raise MinigptError(f"stop must be a list of strings (e.g. [{stop!r}] for one), got {stop!r}")
     if seed is not None:
         check_whole_number("seed", seed, low=0)
         if seed >= 2**64:  # what torch.Generator.manual_seed takes
-            raise ValueError(f"seed must be below 2**64, got {seed}")
+            raise MinigptError(f"seed must be below 2**64, got {seed}")
+    config = SampleConfig(**{"temperature": 1.0, **options, "max_new_tokens": max_new_tokens})
     ids = tokenizer.encode(prompt)
     if not ids:
-        raise ValueError("prompt must encode to at least one token; give a non-empty prompt")
+        raise MinigptError("prompt must encode to at least one token; give a non-empty prompt")
     device = device or next(model.parameters()).device
-    generator = None
-    if seed is not None:
-        generator = torch.Generator(device=device).manual_seed(seed)
+    generator = None if seed is None else torch.Generator(device=device).manual_seed(seed)
     idx = torch.tensor([ids], dtype=torch.long, device=device)  # (1, T)
-    new_ids: list[int] = []
-    text = ""
-    for token in generate_tokens(model, idx, max_new_tokens, generator=generator, **options):
-        new_ids.append(int(token))
-        text = tokenizer.decode(new_ids)
-        cut = _first_stop(text, stop or [])
-        if cut is not None:
-            return text[:cut]
-    return text
+    stops = [s for s in stop or [] if s]
+    text = _IncrementalText(tokenizer)
+    for token in generate_tokens(model, idx, config, None, generator, use_cache):
+        searched = len(text.text)
+        text.add(int(token))
+        if stops and _first_stop(text.text, stops, max(0, searched - max(map(len, stops)))) is not None:
+            break
+    full = tokenizer.decode(text.ids)  # once: exactly what decoding every new token gives
+    cut = _first_stop(full, stops)
+    return full if cut is None else full[:cut]
+
+
+class _IncrementalText:
+    """The text of a growing list of ids, each step decoding only the last few tokens.
+
+    A token's text can depend on the tokens before it (a character split over several byte
+    tokens, a word-initial space), so each step decodes from the token before the last settled
+    one, and keeps only what is new; an unfinished character (U+FFFD at the end) waits.
+    """
+
+    def __init__(self, tokenizer: Tokenizer):
+        self.tokenizer, self.ids, self.text = tokenizer, [], ""
+        self.prefix = self.read = 0  # ids[prefix:read] decoded already, as context
+
+    def add(self, token_id: int) -> None:
+        self.ids.append(token_id)
+        before = self.tokenizer.decode(self.ids[self.prefix:self.read])
+        now = self.tokenizer.decode(self.ids[self.prefix:])
+        if len(now) > len(before) and not now.endswith("\ufffd"):
+            self.text += now[len(before):]
+            self.prefix, self.read = self.read, len(self.ids)
+
+
+def default_prompt(tokenizer: Tokenizer, text: str | None = None) -> str:
+    """A new line (the start of a paragraph), or, when the vocabulary has none, the text's first
+    character (or the vocabulary's first token)."""
+    try:
+        if tokenizer.encode("\n"):
+            return "\n"
+    except ValueError:
+        pass
+    return text[0] if text else tokenizer.decode([0])
 
 
 def _found(value: object) -> str:
@@ -258,7 +250,7 @@ def _found(value: object) -> str:
     return f"a {type(value).__name__}"
 
 
-def _first_stop(text: str, stop: list[str]) -> int | None:
-    """Index where the earliest stop string starts in text, or None."""
-    hits = [text.find(s) for s in stop if s and s in text]
+def _first_stop(text: str, stop: list[str], start: int = 0) -> int | None:
+    """Index where the earliest stop string starts in text[start:] (counted in text), or None."""
+    hits = [i for i in (text.find(s, start) for s in stop if s) if i >= 0]
     return min(hits) if hits else None

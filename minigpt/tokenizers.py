@@ -26,6 +26,9 @@ import re
 from pathlib import Path
 from typing import Any, Iterator, Protocol, runtime_checkable
 
+from minigpt.config import TOKENIZER_KINDS, ConfigError
+from minigpt.errors import MinigptError
+
 
 @runtime_checkable
 class Tokenizer(Protocol):
@@ -59,17 +62,17 @@ class CharTokenizer(_Saveable):
 
     def __init__(self, chars: list[str]):
         if not chars:
-            raise ValueError("chars must hold at least one character, got an empty vocabulary")
+            raise MinigptError("chars must hold at least one character, got an empty vocabulary")
         self.itos = list(chars)
         self.stoi = {ch: i for i, ch in enumerate(self.itos)}
         if len(self.stoi) != len(self.itos):
-            raise ValueError("chars must be distinct")
+            raise MinigptError("chars must be distinct")
 
     @classmethod
     def train(cls, text: str) -> "CharTokenizer":
         """The vocabulary is every distinct character of `text`."""
         if not text:
-            raise ValueError("text must not be empty: a character vocabulary needs at least one character")
+            raise MinigptError("text must not be empty: a character vocabulary needs at least one character")
         return cls(sorted(set(text)))
 
     @property
@@ -81,7 +84,7 @@ class CharTokenizer(_Saveable):
             return [self.stoi[ch] for ch in text]
         except KeyError:
             position = next(i for i, ch in enumerate(text) if ch not in self.stoi)
-            raise ValueError(
+            raise MinigptError(
                 f"text contains the character {text[position]!r} at position {position}, which this "
                 f"character tokenizer never saw in training; allowed characters: "
                 f"{''.join(self.itos)!r}"
@@ -108,17 +111,17 @@ class BPETokenizer(_Saveable):
         import sentencepiece as spm
 
         if not isinstance(model_proto, bytes):
-            raise ValueError(f"model_proto must be the bytes of a SentencePiece model, got "
+            raise MinigptError(f"model_proto must be the bytes of a SentencePiece model, got "
                              f"{type(model_proto).__name__}")
         try:
             self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
         except RuntimeError:  # sentencepiece's own message is a C++ source line
             self._sp = None
         if self._sp is None or self._sp.get_piece_size() == 0:
-            raise ValueError(f"model_proto is not a SentencePiece model ({len(model_proto)} bytes "
+            raise MinigptError(f"model_proto is not a SentencePiece model ({len(model_proto)} bytes "
                              f"that do not parse as one)")
         if sum(map(self._sp.is_byte, range(self._sp.get_piece_size()))) != 256:
-            raise ValueError("model_proto is a SentencePiece model without byte fallback (its 256 "
+            raise MinigptError("model_proto is a SentencePiece model without byte fallback (its 256 "
                              "byte pieces), so some text would not round-trip exactly")
         self.model_proto = model_proto
 
@@ -128,12 +131,12 @@ class BPETokenizer(_Saveable):
         import sentencepiece as spm
 
         if not text:
-            raise ValueError("text must not be empty to train a BPE tokenizer")
+            raise MinigptError("text must not be empty to train a BPE tokenizer")
         smallest = 256 + len(set(text)) + 1  # byte pieces, one per character, the unknown piece
         if not isinstance(vocab_size, int) or vocab_size <= smallest:
-            raise ValueError(f"vocab_size must be a whole number > {smallest} for this text (256 "
-                             f"byte pieces + {len(set(text))} distinct characters + 1 unknown, "
-                             f"plus room for merges), got {vocab_size!r}")
+            raise ConfigError("vocab_size", f"a whole number > {smallest} for this text (256 byte "
+                              f"pieces + {len(set(text))} distinct characters + 1 unknown, plus room "
+                              f"for merges)", vocab_size)
         model = io.BytesIO()
         try:
             spm.SentencePieceTrainer.train(
@@ -147,13 +150,13 @@ class BPETokenizer(_Saveable):
             )
         except RuntimeError as error:
             if "sentences_.empty()" in str(error):
-                raise ValueError("text has nothing to learn pieces from: it holds only line "
+                raise MinigptError("text has nothing to learn pieces from: it holds only line "
                                  "breaks") from None
             most = re.search(r"value <= (\d+)", str(error))  # "Vocabulary size too high"
             if most:
-                raise ValueError(f"vocab_size must be <= {most.group(1)} for this text (it has too "
+                raise MinigptError(f"vocab_size must be <= {most.group(1)} for this text (it has too "
                                  f"few distinct pieces for more), got {vocab_size}") from None
-            raise ValueError(f"vocab_size={vocab_size} does not fit this text: {error}") from None
+            raise MinigptError(f"vocab_size={vocab_size} does not fit this text: {error}") from None
         return cls(model.getvalue())
 
     @property
@@ -245,7 +248,6 @@ class TiktokenTokenizer(_Saveable):
         return {"kind": self.kind}
 
 
-TOKENIZER_KINDS = ("char", "bpe", "cl100k")
 
 
 def train_tokenizer(kind: str, text: str, vocab_size: int = 512) -> Tokenizer:
@@ -256,7 +258,7 @@ def train_tokenizer(kind: str, text: str, vocab_size: int = 512) -> Tokenizer:
         return BPETokenizer.train(text, vocab_size)
     if kind == "cl100k":
         return TiktokenTokenizer()
-    raise ValueError(f"tokenizer must be one of {', '.join(TOKENIZER_KINDS)}, got {kind!r}")
+    raise MinigptError(f"tokenizer must be one of {', '.join(TOKENIZER_KINDS)}, got {kind!r}")
 
 
 def tokenizer_from_dict(state: dict[str, Any]) -> Tokenizer:
@@ -265,7 +267,7 @@ def tokenizer_from_dict(state: dict[str, Any]) -> Tokenizer:
     if kind == "char":
         chars = state.get("chars")
         if not (isinstance(chars, list) and all(isinstance(c, str) and len(c) == 1 for c in chars)):
-            raise ValueError("a char tokenizer's 'chars' must be a list of single characters")
+            raise MinigptError("a char tokenizer's 'chars' must be a list of single characters")
         return CharTokenizer(chars)
     if kind == "bpe":
         model = state.get("model")
@@ -274,11 +276,11 @@ def tokenizer_from_dict(state: dict[str, Any]) -> Tokenizer:
         except binascii.Error:
             proto = None
         if proto is None:
-            raise ValueError("a bpe tokenizer's 'model' must be a SentencePiece model in base64 text")
+            raise MinigptError("a bpe tokenizer's 'model' must be a SentencePiece model in base64 text")
         return BPETokenizer(proto)
     if kind == "cl100k":
         return TiktokenTokenizer()
-    raise ValueError(f"tokenizer kind must be one of {', '.join(TOKENIZER_KINDS)}, got {kind!r}")
+    raise MinigptError(f"tokenizer kind must be one of {', '.join(TOKENIZER_KINDS)}, got {kind!r}")
 
 
 def save_tokenizer(tokenizer: Tokenizer, path: str | Path) -> None:
@@ -299,5 +301,5 @@ def _check_ids(ids: list[int], vocab_size: int) -> None:
         except TypeError:  # 1.5, "3", a float tensor: not a whole number
             value = None
         if value is None or not 0 <= value < vocab_size:
-            raise ValueError(f"ids[{position}] = {token_id!r} is not a token id: ids must be whole "
+            raise MinigptError(f"ids[{position}] = {token_id!r} is not a token id: ids must be whole "
                              f"numbers in [0, {vocab_size})")

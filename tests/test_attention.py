@@ -4,7 +4,8 @@ import torch
 import torch.nn.functional as F
 
 from minigpt import GPTConfig
-from minigpt.attention import Head, KVCache, MultiHeadAttention, causal_mask, scaled_dot_product_attention
+from minigpt.attention import Head, MultiHeadAttention, causal_mask, scaled_dot_product_attention
+from minigpt.kvcache import KVCache
 
 
 def test_causal_mask_is_lower_triangle():

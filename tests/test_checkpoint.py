@@ -11,7 +11,8 @@ import torch
 
 from minigpt import GPT, CharTokenizer, GPTConfig, TrainConfig
 from minigpt.checkpoint import (FORMAT_VERSION, CheckpointError, load_checkpoint, read_checkpoint,
-                                remove_stale_temp_files, save_checkpoint)
+                                save_checkpoint)
+from minigpt.runfolder import remove_stale_temp_files
 
 
 def test_round_trip(tmp_path, tiny_model, char_tokenizer):
@@ -73,8 +74,11 @@ def test_corrupt_and_truncated(tmp_path, tiny_model, char_tokenizer):
     data = good.read_bytes()
     (tmp_path / "truncated.pt").write_bytes(data[: len(data) // 2])
     (tmp_path / "garbage.pt").write_bytes(b"this is not a checkpoint at all")
-    for name in ("truncated.pt", "garbage.pt"):
-        with pytest.raises(CheckpointError, match="corrupt or truncated"):
+    (tmp_path / "picture.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_checkpoint(tmp_path / "truncated.pt")
+    for name in ("garbage.pt", "picture.png"):  # not a checkpoint at all, not a damaged one
+        with pytest.raises(CheckpointError, match=r"is not a minigpt checkpoint \(not a torch.save archive"):
             load_checkpoint(tmp_path / name)
 
 
@@ -113,12 +117,18 @@ def test_missing_checkpoint(tmp_path):
         load_checkpoint(tmp_path / "nope.pt")
 
 
-def test_saved_file_follows_the_umask(tmp_path, tiny_model, char_tokenizer):
-    """Not the private 0o600 of a temporary file: what any new file of this process would get."""
-    from minigpt import checkpoint
-
-    path = save_checkpoint(tmp_path / "ckpt.pt", tiny_model, char_tokenizer)
-    assert path.stat().st_mode & 0o777 == 0o666 & ~checkpoint._UMASK
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_saved_file_follows_the_umask(tmp_path, tiny_model, char_tokenizer, umask):
+    """Not the private 0o600 of a temporary file: what any new file of this process would get
+    (and importing minigpt changes no umask)."""
+    previous = os.umask(umask)
+    try:
+        path = save_checkpoint(tmp_path / "ckpt.pt", tiny_model, char_tokenizer)
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+    code = "import os; m = os.umask(0o077); import minigpt.checkpoint; assert os.umask(m) == 0o077"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
 def test_remove_stale_temp_files_takes_only_our_leftovers(tmp_path, tiny_model, char_tokenizer):
@@ -290,21 +300,8 @@ BAD_FIELDS = [
      r"optimizer\['state'\]\[0\]\['exp_avg_sq'\] holds NaN or infinite values"),
     (_set("optimizer/param_groups", {}), r"optimizer\['param_groups'\] must be a list of dicts"),
     (_set("optimizer/param_groups/0/lr", "0.1"), r"\['param_groups'\]\[0\]\['lr'\] must be a num"),
-    (_set("optimizer/param_groups/0/params", ["w"]), r"\['params'\] must be a list of parameter"),
+    (_set("optimizer/param_groups/0/params", ["w"]), r"\['param_groups'\] must be a list of dicts, each with a list"),
     (_set("train_state", [1]), r"train_state must be a dict with string keys"),
-    (_set("train_state/step", "20"), r"train_state\['step'\] must be a whole number >= 0, got '20'"),
-    (_set("train_state/step", -1), r"train_state\['step'\] must be a whole number >= 0"),
-    (_set("train_state/step", True), r"train_state\['step'\] must be a whole number >= 0"),
-    (_set("train_state/history", [{"step": 0}]), r"train_state\['history'\] must be a list of"),
-    (_set("train_state/history", [{"step": 0, "val": "low"}]), r"train_state\['history'\] must"),
-    (_set("train_state/train_losses", [1.0, None]), r"train_state\['train_losses'\] must be a list"),
-    (_set("train_state/batch_rng", torch.zeros(5056)), r"train_state\['batch_rng'\] must be a rand"),
-    (_set("train_state/torch_rng", torch.zeros(7, dtype=torch.uint8)), r"\['torch_rng'\] must be"),
-    (_set("train_state/cuda_rng", [1]), r"train_state\['cuda_rng'\] must be a list of uint8"),
-    (_set("train_state/train_config", {"lr": 1}), r"train_state\['train_config'\] must be a dict"),
-    (_set("train_state/train_config/seed", [1]), r"train_state\['train_config'\] must be a dict"),
-    (_set("train_state/data", 5), r"train_state\['data'\] must be a string"),
-    (_set("train_state/val_fraction", "0.1"), r"train_state\['val_fraction'\] must be a number"),
 ]
 
 
@@ -368,8 +365,8 @@ def test_non_finite_numbers_are_never_saved(tmp_path, tiny_model, char_tokenizer
 
 
 def test_a_training_state_that_would_not_load_is_not_saved(tmp_path, tiny_model, char_tokenizer):
-    with pytest.raises(ValueError, match=r"save_checkpoint: train_state\['step'\] must be a whole"):
-        save_checkpoint(tmp_path / "ckpt.pt", tiny_model, char_tokenizer, train_state={"step": 2.5})
+    with pytest.raises(ValueError, match=r"save_checkpoint: train_state\['step'\] must be a number, a string"):
+        save_checkpoint(tmp_path / "ckpt.pt", tiny_model, char_tokenizer, train_state={"step": object()})
     assert os.listdir(tmp_path) == []
 
 
@@ -385,3 +382,30 @@ def test_a_folder_or_a_device_is_named(tmp_path, tiny_model, char_tokenizer):
     with pytest.raises(ValueError, match=r"save_checkpoint: '.*notes.txt' is a file, not a folder"):
         save_checkpoint(tmp_path / "notes.txt" / "ckpt.pt", tiny_model, char_tokenizer)
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+# The training state's fields are its owner's to check (minigpt.train_state.TrainState): a file
+# holding a bad one loads (for sampling) but does not resume.
+BAD_TRAIN_STATE = [
+    (_set("train_state/step", "20"), r"train_state\['step'\] must be a whole number >= 0, got '20'"),
+    (_set("train_state/step", -1), r"train_state\['step'\] must be a whole number >= 0"),
+    (_set("train_state/step", True), r"train_state\['step'\] must be a whole number >= 0"),
+    (_set("train_state/history", [{"step": 0}]), r"train_state\['history'\] must be a list of"),
+    (_set("train_state/history", [{"step": 0, "val": "low"}]), r"train_state\['history'\] must"),
+    (_set("train_state/train_losses", [1.0, None]), r"train_state\['train_losses'\] must be a list"),
+    (_set("train_state/batch_rng", torch.zeros(5056)), r"train_state\['batch_rng'\] must be a rand"),
+    (_set("train_state/torch_rng", torch.zeros(7, dtype=torch.uint8)), r"\['torch_rng'\] must be"),
+    (_set("train_state/cuda_rng", [1]), r"train_state\['cuda_rng'\] must be a list of uint8"),
+    (_set("train_state/train_config", {"lr": 1}), r"holds a bad train_config: unknown TrainConfig field"),
+    (_set("train_state/train_config/seed", [1]), r"holds a bad train_config: seed must be a whole number"),
+]
+
+
+@pytest.mark.parametrize("change, message", BAD_TRAIN_STATE)
+def test_every_training_state_field_is_checked_by_its_owner(full_checkpoint, change, message):
+    from minigpt.train_state import TrainState
+
+    _rewrite(full_checkpoint, change)
+    ckpt = load_checkpoint(full_checkpoint)  # plain data and tensors: a file like any other
+    with pytest.raises(CheckpointError, match=message):
+        TrainState.from_checkpoint(ckpt)

@@ -86,13 +86,13 @@ def test_bpe_and_cl100k_tokenizers(corpus_file, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["train", "--data", "missing.txt"], "no such file 'missing.txt'"),
-    (["train", "--data", "latin1.txt"], "is not UTF-8"),
+    (["train", "--data", "latin1.txt"], "--data 'latin1.txt' is not UTF-8"),
     (["train", "--data", "empty.txt"], "is empty"),
-    (["train", "--data", "short.txt"], "at least context_length + 1"),
+    (["train", "--data", "short.txt"], "at least --context-length + 1 = 17; use more text or a smaller --context-length"),
     (["train", "--d-model", "30", "--num-heads", "4"], "--d-model must be divisible by num_heads=4"),
     (["train", "--dropout", "1.5"], "--dropout must be a finite number in [0, 1), got 1.5"),
     (["train", "--resume", "missing.pt"], "--resume: no such file 'missing.pt'"),
-    (["train", "--resume", "garbage.pt"], "corrupt or truncated"),
+    (["train", "--resume", "garbage.pt"], "is not a minigpt checkpoint (not a torch.save archive"),
     (["sample", "--checkpoint", "missing.pt"], "no such file"),
     (["sample", "--temperature", "-1"], "--temperature must be a finite number in [0, 100], got -1.0"),
     (["sample", "--top-k", "0"], "--top-k must be a whole number >= 1, got 0"),
@@ -170,8 +170,8 @@ def test_options_are_made_from_the_configs(capsys):
     """Each config field is an option whose help gives the config's own default and range."""
     from dataclasses import fields
 
-    from minigpt.cli import DataConfig, option_name
-    from minigpt.config import GPTConfig, SampleConfig, TrainConfig, describe
+    from minigpt.cli import option_name
+    from minigpt.config import DataConfig, GPTConfig, SampleConfig, TrainConfig, describe, field_type
 
     for command, classes in (("train", (DataConfig, GPTConfig, TrainConfig)), ("sample", (SampleConfig,))):
         text = " ".join(help_text(command, capsys).split())  # argparse wraps lines
@@ -181,16 +181,16 @@ def test_options_are_made_from_the_configs(capsys):
                     continue
                 assert option_name(f.name) in text
                 assert f"[default: {'not set' if f.default is None else f.default}]" in text
-                if f.type.split("|")[0].strip() in ("int", "float") or f.metadata["allowed"]:
-                    assert describe(f).removesuffix(" (or None)") in text  # e.g. --device's names
+                if field_type(cls, f)[0] in (int, float) or f.metadata["allowed"]:
+                    assert describe(cls, f).removesuffix(" (or None)") in text  # e.g. --device's names
 
 
 def test_parsed_options_build_the_configs():
-    from minigpt.cli import build_parser, plan_run
+    from minigpt.cli import build_parser, train_plan
 
     args = build_parser().parse_args(["train", "--learning-rate", "0.002", "--no-bias",
                                       "--tokenizer", "bpe", "--out", "somewhere/new"])
-    plan = plan_run(args)
+    plan = train_plan(args)
     assert plan.train_config.learning_rate == 0.002 and plan.model_options == {"bias": False}
     assert plan.data_config.tokenizer == "bpe" and plan.data_config.vocab_size == 512
     assert plan.train_config.max_iters == 2000  # the TrainConfig default, written only there
@@ -224,18 +224,57 @@ def test_import_minigpt_is_lazy_and_complete():
     assert proc.returncode == 0, proc.stderr
 
 
-def test_minigpt_train_stays_the_function_whoever_imports_the_module_first():
-    code = ("import minigpt.train, minigpt.cli\n"
+def test_the_training_loop_module_is_minigpt_trainer_and_minigpt_train_the_function():
+    code = ("import minigpt.trainer as t, minigpt.cli\n"
+            "assert t.Trainer and t.TrainState and t.learning_rate\n"
             "from minigpt import train, Trainer\n"
-            "assert callable(train) and train.__module__ == 'minigpt.train', train\n")
+            "assert callable(train) and train.__module__ == 'minigpt.trainer', train\n"
+            "import minigpt; assert type(minigpt).__name__ == 'module'\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+    import minigpt
+    assert "__class__" not in open(minigpt.__file__).read()
+
+
+def test_a_mistyped_option_gets_a_suggestion(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--max_iters", "5"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1
+    assert "unrecognized arguments: --max_iters 5; did you mean --max-iters?" in err
+    with pytest.raises(SystemExit):
+        main(["sample", "--temprature", "0.5"])
+    assert "did you mean --temperature?" in capsys.readouterr().err
+
+
+def test_a_bug_shows_its_traceback_and_bad_input_one_line(tmp_path, monkeypatch):
+    """Only the project's own refusals (MinigptError) become one line; a RuntimeError from inside
+    the model is a bug, and its traceback is what a bug report needs."""
+    script = ("import sys, torch\n"
+              "import minigpt.model\n"
+              "def broken(self, x, kv_cache=None):\n"
+              "    raise RuntimeError('mat1 and mat2 shapes cannot be multiplied (a bug)')\n"
+              "minigpt.model.Block.forward = broken\n"
+              "from minigpt.cli import main\n"
+              "sys.exit(main(sys.argv[1:]))\n")
+    args = ["train", "--max-iters", "2", "--context-length", "16", "--d-model", "32", "--num-heads",
+            "2", "--num-blocks", "1", "--batch-size", "2", "--eval-iters", "1", "--device", "cpu",
+            "--no-progress", "--out", str(tmp_path / "run")]
+    proc = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 1 and "Traceback" in proc.stderr
+    assert "RuntimeError: mat1 and mat2 shapes cannot be multiplied (a bug)" in proc.stderr
+    assert "minigpt: error:" not in proc.stderr
+    bad = subprocess.run([sys.executable, "-c", script, *args, "--dropout", "2"],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    assert bad.stderr.startswith("minigpt: error: --dropout must be")
 
 
 # -- presets ---------------------------------------------------------------------------------------
 
 def test_a_preset_sets_its_values_and_given_options_win(tmp_path):
-    from minigpt.cli import build_parser, plan_run
+    from minigpt.cli import build_parser, train_plan as plan_run
 
     parse = build_parser().parse_args
     plan = plan_run(parse(["train", "--preset", "speedrun", "--out", str(tmp_path / "a")]))
@@ -247,8 +286,8 @@ def test_a_preset_sets_its_values_and_given_options_win(tmp_path):
     assert plan.model_options["mlp"] == "swiglu" and plan.model_options["norm"] == "rms"
     assert plan.train_config.schedule == "wsd"  # not given: the preset's
     tied = plan_run(parse(["train", "--preset", "speedrun", "--tie-weights", "--out",
-                           str(tmp_path / "e")]))  # the preset's head_lr then has nothing to do
-    assert tied.model_options["tie_weights"] is True and tied.train_config.head_lr == 0.004
+                           str(tmp_path / "e")]))  # the preset's head_lr has nothing to do then
+    assert tied.model_options["tie_weights"] is True and tied.train_config.head_lr is None
     baby = plan_run(parse(["train", "--preset", "baby", "--out", str(tmp_path / "c")]))
     default = plan_run(parse(["train", "--out", str(tmp_path / "d")]))
     assert baby.train_config == default.train_config
@@ -293,7 +332,7 @@ def test_speedrun_preset_trains_and_resumes_through_the_command(corpus_file, tmp
     assert ckpt.config.position == "rotary" and ckpt.train_state["train_config"]["optimizer"] == "muon"
     refused = minigpt("train", "--resume", tmp_path / "ckpt.pt", "--max-iters", "9", "--optimizer",
                       "adamw", check=False)
-    assert refused.returncode == 2 and "--optimizer adamw" in refused.stderr
+    assert refused.returncode == 2 and "--optimizer must be 'muon', the checkpoint's" in refused.stderr
     proc = minigpt("train", "--resume", tmp_path / "ckpt.pt", "--max-iters", "9", "--no-progress")
     assert "resumed from" in proc.stdout and "done at step 9" in proc.stdout
 

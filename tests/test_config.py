@@ -87,7 +87,7 @@ def test_every_field_says_what_it_means():
 
 
 def test_presets_name_known_fields_with_allowed_values():
-    from minigpt.cli import DataConfig
+    from minigpt.config import DataConfig
     from minigpt.presets import PRESETS
 
     owners = {f.name: cls for cls in (DataConfig, GPTConfig, TrainConfig) for f in fields(cls)}
@@ -102,7 +102,7 @@ def test_presets_name_known_fields_with_allowed_values():
 
 
 def test_the_baby_preset_is_the_defaults():
-    from minigpt.cli import DataConfig
+    from minigpt.config import DataConfig
     from minigpt.presets import PRESETS
 
     defaults = {f.name: f.default for cls in (DataConfig, GPTConfig, TrainConfig) for f in fields(cls)}

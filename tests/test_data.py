@@ -33,7 +33,7 @@ def test_load_text_reads_utf8_file(tmp_path):
 
 
 def test_load_text_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no such file"):
+    with pytest.raises(ValueError, match="no such file"):
         load_text(tmp_path / "nope.txt")
 
 

@@ -2,7 +2,7 @@
 
 After every kill the checkpoint on disk must load and be one complete save (its weights and its
 training state from the same save, never a mix or a half), and the temporary files that a kill in
-the middle of a save leaves behind must be exactly what `remove_stale_temp_files` removes.
+the middle of a save leaves behind must be exactly what `minigpt.runfolder.remove_stale_temp_files` removes.
 """
 
 import os
@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from minigpt import GPT, CharTokenizer, GPTConfig
-from minigpt.checkpoint import load_checkpoint, remove_stale_temp_files, save_checkpoint
+from minigpt.checkpoint import load_checkpoint, save_checkpoint
+from minigpt.runfolder import remove_stale_temp_files
 
 CONFIG = dict(context_length=64, d_model=128, num_heads=4, num_blocks=4)  # about 3 MB a save
 

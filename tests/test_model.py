@@ -32,25 +32,34 @@ def test_sequence_longer_than_context_is_refused(tiny_model):
 def test_bad_idx_is_refused(tiny_model):
     with pytest.raises(ValueError, match="idx must be a"):
         tiny_model(torch.zeros(16, dtype=torch.long))
-    with pytest.raises(ValueError, match=r"idx must hold integer token ids \(torch.long\), got dtype torch.float32"):
+    with pytest.raises(ValueError, match=r"idx must be a \(batch, time\) tensor of integer token ids, got "
+                                         r"shape \(1, 4\) and dtype torch.float32"):
         tiny_model(torch.zeros(1, 4))
     with pytest.raises(ValueError, match="idx must be a .* tensor of integer token ids, got a list"):
         tiny_model([[1, 2]])
 
 
 @pytest.mark.parametrize("bad", ["vocab_size", 1000, -1])
-def test_token_ids_out_of_range_are_named(tiny_model, bad):
+def test_token_ids_out_of_range_are_named_where_they_enter(tiny_model, char_tokenizer, splits, bad):
+    """Checked at the boundaries (generate, the trainer's data), not in every forward pass."""
+    from minigpt import TrainConfig, Trainer, generate
+    from minigpt.model import check_token_ids
+
     V = tiny_model.config.vocab_size
     bad = V if bad == "vocab_size" else bad
     idx = torch.ones(2, 5, dtype=torch.long)
     idx[1, 3] = bad
     message = rf"idx\[1, 3\] = {bad} is not a token id: idx must be in \[0, vocab_size={V}\)"
     with pytest.raises(ValueError, match=message):
-        tiny_model(idx)
-    with pytest.raises(ValueError, match=rf"targets\[1, 3\] = .* targets must be in \[0, vocab_size={V}\)"):
-        tiny_model(torch.ones(2, 5, dtype=torch.long), idx)
+        check_token_ids(idx, V, "idx")
+    with pytest.raises(ValueError, match=message):
+        generate(tiny_model, idx, 2)
     with pytest.raises(ValueError, match=r"targets must hold integer token ids"):
-        tiny_model(torch.ones(2, 5, dtype=torch.long), idx.float())
+        check_token_ids(idx.float(), V, "targets")
+    data = splits[0].clone()
+    data[100] = bad
+    with pytest.raises(ValueError, match=rf"the training split\[100\] = {bad} is not a token id"):
+        Trainer(tiny_model, char_tokenizer, data, splits[1], TrainConfig(device="cpu"), progress=False)
     assert tiny_model(idx.clamp(0, V - 1))[0].shape == (2, 5, V)  # in range: fine
 
 
@@ -64,6 +73,24 @@ def test_parameter_count_by_hand():
     table = dict(parameter_table(model))
     assert table["total"] == expected
     assert sum(v for k, v in table.items() if k != "total") == expected
+
+
+def test_ffn_width_norm_eps_and_rotary_base_are_settings_whose_defaults_keep_the_model(tiny_config):
+    """Another model's shapes load without patching modules; not set, nothing changes."""
+    base = tiny_config.to_dict()
+    default = GPT(GPTConfig(**base))
+    assert default.blocks[0].ffwd.up.out_features == 4 * 32 and default.ln_f.eps == 1e-5
+    swiglu = GPT(GPTConfig(**{**base, "mlp": "swiglu", "norm": "rms"}))
+    assert swiglu.blocks[0].ffwd.gate.out_features == 8 * 32 // 3 and swiglu.ln_f.eps == 1e-6
+    other = GPT(GPTConfig(**{**base, "mlp": "swiglu", "norm": "rms", "ffn_width": 48,
+                             "norm_eps": 1e-5, "position": "rotary", "rotary_base": 500.0,
+                             "qk_norm": True}))
+    assert other.blocks[0].ffwd.up.weight.shape == (48, 32) and other.ln_f.eps == 1e-5
+    attention = other.blocks[0].attn
+    assert attention.qk_norm_eps == 1e-5 and attention.rotary_base == 500.0
+    torch.testing.assert_close(attention._rotary_frequencies(torch.device("cpu"))[1],
+                               torch.tensor(500.0 ** (-2 / 8)))
+    assert other(torch.zeros(1, 4, dtype=torch.long))[0].shape == (1, 4, tiny_config.vocab_size)
 
 
 def test_output_layer_is_tied_to_embedding(tiny_model):

@@ -8,7 +8,9 @@ import torch
 from torch import nn
 
 from minigpt import GPT, CharTokenizer, GPTConfig, generate
-from minigpt.attention import KVCache, rms_norm, scaled_dot_product_attention
+from minigpt.attention import scaled_dot_product_attention
+from minigpt.kvcache import KVCache
+from minigpt.model import rms_norm
 from minigpt.checkpoint import load_checkpoint, save_checkpoint
 from minigpt.config import ConfigError
 from minigpt.rotary import apply_rotary

@@ -20,9 +20,10 @@ import torch
 from minigpt import GPT, GPTConfig, TrainConfig, Trainer
 from minigpt import cli
 from minigpt.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from minigpt.cli import default_prompt, main, plan_run
+from minigpt.cli import main, train_plan as plan_run
 from minigpt.runfolder import LOCK_NAME
-from minigpt.train import NonFiniteError, configure_optimizer
+from minigpt.sampling import default_prompt
+from minigpt.trainer import NonFiniteError, configure_optimizer
 
 TINY = ["--context-length", "16", "--d-model", "32", "--num-heads", "2", "--num-blocks", "1",
         "--batch-size", "4", "--eval-iters", "2", "--device", "cpu"]
@@ -313,7 +314,7 @@ def test_folders_where_files_are_expected(tmp_path, capsys):
     err = refused(capsys, "train", "--resume", tmp_path)
     assert f"--resume '{tmp_path}' is a folder, not a file" in err
     err = refused(capsys, "sample", "--checkpoint", tmp_path)
-    assert f"--checkpoint '{tmp_path}' is a folder, not a file" in err
+    assert f"--checkpoint: '{tmp_path}' is a folder, not a checkpoint file" in err
 
 
 @pytest.mark.parametrize("args, message", [
@@ -336,9 +337,10 @@ def test_an_empty_path_is_refused_not_taken_as_the_current_folder(tmp_path, monk
 def test_resume_target_must_be_beyond_the_checkpoint(run_copy, capsys):
     before = snapshot(run_copy)
     err = refused(capsys, "train", "--resume", run_copy / "ckpt.pt", "--max-iters", "10")
-    assert "--max-iters 10 is not beyond the checkpoint's step 20" in err
+    assert "--max-iters must be above the checkpoint's step 20 (a resume trains further), got 10\n" in err
     err = refused(capsys, "train", "--resume", run_copy / "ckpt.pt")  # its own max_iters: 20
-    assert "--max-iters 20 is not beyond the checkpoint's step 20" in err
+    assert ("--max-iters must be above the checkpoint's step 20 (a resume trains further), got 20 (not "
+            "given here: the default or the checkpoint's value; give --max-iters too)") in err
     assert snapshot(run_copy) == before
 
 
@@ -417,7 +419,7 @@ def test_evaluation_cut_short_by_a_killed_save_is_redone(tmp_path, tiny_config, 
     whole = small_trainer(tiny_config, char_tokenizer, splits, tmp_path / "whole").run()
     assert whole.history[2]["val"] < min(h["val"] for h in whole.history[:2])  # 20 is a new best
 
-    train_module = importlib.import_module("minigpt.train")  # the module; minigpt.train is also a function
+    train_module = importlib.import_module("minigpt.trainer")
 
     real_save = train_module.save_checkpoint
 
@@ -455,7 +457,7 @@ def _interrupt_during_start_up(tmp_path, corpus_file, capsys, monkeypatch) -> No
             os.kill(os.getpid(), signum)  # arrives while the tokenizer is being built
             raise AssertionError("the signal should have stopped the run")
 
-        monkeypatch.setattr(cli, "train_tokenizer", interrupted)
+        monkeypatch.setattr(importlib.import_module("minigpt.run"), "train_tokenizer", interrupted)
         status, out, err = run(capsys, "train", "--data", corpus_file, "--out", tmp_path / "run", *TINY)
         assert status == 128 + signum
         assert err == f"minigpt: stopped by {signal.Signals(signum).name}\n"
@@ -575,3 +577,44 @@ def test_a_crafted_sample_prompt_is_ignored(run_copy, capsys):
                            "--max-new-tokens", "5")
     assert status == 0, err
     assert out.startswith("\n")  # the default prompt, not the crafted one
+
+
+# -- messages name what the user typed --------------------------------------------------------------
+
+def test_messages_name_the_options_typed(tmp_path, corpus_file, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "picture.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    (tmp_path / "short.txt").write_text("To be, or not to be: that is the question." * 3)
+    expected = {
+        ("train", "--num-heads", "3"): "--num-heads must be a divisor of d_model=128 (each head gets "
+                                       "d_model // num_heads dimensions), got 3",
+        ("train", "--d-model", "30", "--num-heads", "4"): "--d-model must be divisible by num_heads=4",
+        ("train", "--data", "short.txt", "--context-length", "200", "--no-progress"):
+            "has 113 tokens but must have at least --context-length + 1 = 201; use more text or a "
+            "smaller --context-length",
+        ("train", "--data", str(corpus_file), "--tokenizer", "bpe", "--vocab-size", "100"):
+            "--vocab-size must be a whole number > ",
+        ("sample",): "--checkpoint: no such file 'out/ckpt.pt'",
+        ("sample", "--checkpoint", "picture.png"): "--checkpoint: 'picture.png' is not a minigpt "
+                                                   "checkpoint (not a torch.save archive",
+        ("evaluate", "--checkpoint", "picture.png"): "is not a minigpt checkpoint",
+    }
+    if not torch.cuda.is_available():
+        expected[("train", "--device", "cuda")] = ("--device must be one present here (CUDA is not "
+                                                   "available here; use 'auto' or 'cpu'), got 'cuda'")
+    for args, message in expected.items():
+        err = refused(capsys, *args)
+        assert message in err, (args, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["picture.png", "short.txt"]
+
+
+def test_train_from_python_draws_no_progress_bar_into_a_log(tiny_model, char_tokenizer, splits, capfd):
+    """Not a terminal (a log file, a pipe): one line per evaluation, no bar frames."""
+    from minigpt import train
+
+    train(tiny_model, char_tokenizer, *splits, TrainConfig(max_iters=30, eval_interval=10, eval_iters=1,
+                                                           batch_size=2, device="cpu"))
+    out, err = capfd.readouterr()
+    assert "\r" not in out + err and "training:" not in err and "step/s" not in err
+    assert [line.split(":")[0] for line in out.splitlines()] == ["step      0", "step     10",
+                                                                  "step     20", "step     30"]

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from minigpt import generate, sample_text
+from minigpt.config import SampleConfig
 from minigpt.sampling import apply_penalties, generate_tokens, next_token, top_k_filter, top_p_filter
 
 NEG = float("-inf")
@@ -50,11 +51,11 @@ def test_temperature_zero_is_greedy_and_low_temperature_sharpens():
     (dict(presence_penalty=-1), "presence_penalty"), (dict(temperature=float("nan")), "temperature"),
     (dict(top_k=True), "top_k"), (dict(frequency_penalty=float("inf")), "frequency_penalty"),
 ])
-def test_bad_options_name_the_parameter(tiny_model, options, parameter):
+def test_bad_options_name_the_parameter(tiny_model, char_tokenizer, options, parameter):
     with pytest.raises(ValueError, match=parameter):
         generate(tiny_model, torch.zeros(1, 1, dtype=torch.long), 3, **options)
-    with pytest.raises(ValueError, match=parameter):  # at the call, before any token is asked for
-        generate_tokens(tiny_model, torch.zeros(1, 1, dtype=torch.long), 0, **options)
+    with pytest.raises(ValueError, match=parameter):  # at the call, before any token is made
+        sample_text(tiny_model, char_tokenizer, "A", 0, **options)
 
 
 def test_empty_prompt_is_refused(tiny_model, char_tokenizer):
@@ -190,7 +191,7 @@ def test_penalties_reduce_repetition(tiny_model, char_tokenizer):
 ])
 def test_absurd_sampling_options_are_refused_by_name(tiny_model, options, message):
     with pytest.raises(ValueError, match=message):
-        generate_tokens(tiny_model, torch.zeros(1, 1, dtype=torch.long), 3, **options)
+        generate(tiny_model, torch.zeros(1, 1, dtype=torch.long), 3, **options)
 
 
 @pytest.mark.parametrize("bad, message", [(-1, r"max_new_tokens must be a whole number >= 0, got -1"),
@@ -198,13 +199,13 @@ def test_absurd_sampling_options_are_refused_by_name(tiny_model, options, messag
                                           (True, r"max_new_tokens must be a whole number >= 0")])
 def test_max_new_tokens_must_be_a_whole_number(tiny_model, bad, message):
     with pytest.raises(ValueError, match=message):
-        generate_tokens(tiny_model, torch.zeros(1, 1, dtype=torch.long), bad)
+        generate(tiny_model, torch.zeros(1, 1, dtype=torch.long), bad)
 
 
 def test_prompt_ids_out_of_range_are_refused_at_the_call(tiny_model):
     V = tiny_model.config.vocab_size
     with pytest.raises(ValueError, match=rf"idx\[0, 1\] = {V} is not a token id: idx must be in \[0, vocab_size={V}\)"):
-        generate_tokens(tiny_model, torch.tensor([[0, V]]), 3)
+        generate_tokens(tiny_model, torch.tensor([[0, V]]), SampleConfig(max_new_tokens=3))
     with pytest.raises(ValueError, match=r"idx\[0, 0\] = -2 is not a token id"):
         generate(tiny_model, torch.tensor([[-2]]), 3)
     with pytest.raises(ValueError, match=r"idx must hold integer token ids"):
@@ -226,5 +227,34 @@ def test_sample_text_refuses_a_bare_stop_string_and_a_bad_seed(tiny_model, char_
 def test_a_huge_max_new_tokens_allocates_nothing_up_front(tiny_model):
     """With a stop string, max_new_tokens may be far more than what is generated: no buffer of that size."""
     for use_cache in (True, False):
-        tokens = generate_tokens(tiny_model, torch.zeros(1, 1, dtype=torch.long), 10**12, use_cache=use_cache)
+        tokens = generate_tokens(tiny_model, torch.zeros(1, 1, dtype=torch.long),
+                                 SampleConfig(max_new_tokens=10**12), use_cache=use_cache)
         assert [t.shape for t in (next(tokens), next(tokens))] == [(1, 1), (1, 1)]
+
+
+@pytest.mark.parametrize("kind", ["char", "bpe", "cl100k"])
+def test_sample_text_decodes_a_few_tokens_a_step_and_gives_the_whole_decode(kind, corpus):
+    """Linear in the length: each step decodes a few tokens, not all of them (counted, not timed);
+    the text (and where a stop string cuts it) is exactly that of decoding every new token at once,
+    also where characters span several byte tokens."""
+    from minigpt import GPT, GPTConfig
+    from minigpt.tokenizers import train_tokenizer
+
+    text = corpus[:4000] + "  café naïve 日本語 — “quotes” " * 20
+    tokenizer = train_tokenizer(kind, text, 400)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, context_length=16, d_model=16,
+                          num_heads=2, num_blocks=1))
+    decoded = []
+    real_decode = tokenizer.decode
+    tokenizer.decode = lambda ids: decoded.append(len(ids)) or real_decode(ids)
+    n = 200
+    full = sample_text(model, tokenizer, "A", n, seed=1)
+    assert sum(decoded) <= 10 * n  # a quadratic decode would sum to about n * n / 2 = 20,000
+    tokenizer.decode = real_decode
+    generate_ids = generate(model, torch.tensor([tokenizer.encode("A")]), n,
+                            generator=torch.Generator().manual_seed(1))[0, 1:].tolist()
+    assert full == tokenizer.decode(generate_ids)
+    stop = full[len(full) // 2:len(full) // 2 + 2]
+    if stop:
+        assert sample_text(model, tokenizer, "A", n, seed=1, stop=[stop]) == full[:full.index(stop)]

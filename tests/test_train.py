@@ -5,7 +5,7 @@ import torch
 
 from minigpt import GPT, TrainConfig, Trainer, estimate_loss, learning_rate, train
 from minigpt.checkpoint import CheckpointError, load_checkpoint
-from minigpt.train import configure_optimizer, resolve_device
+from minigpt.trainer import configure_optimizer, resolve_device
 
 
 def small_train_config(**overrides) -> TrainConfig:
@@ -109,7 +109,8 @@ def test_resume_refuses_another_model(tmp_path, tiny_config, char_tokenizer, spl
     Trainer(GPT(tiny_config), char_tokenizer, *splits, config, tmp_path, progress=False).run()
     tiny_config.d_model = 64
     other = Trainer(GPT(tiny_config), char_tokenizer, *splits, config, None, progress=False)
-    with pytest.raises(CheckpointError, match="differs from this model"):
+    with pytest.raises(ValueError, match=r"d_model must be 32, the checkpoint's \(a resume keeps the model "
+                                         r"it continues\), got 64"):
         other.resume(tmp_path / "ckpt.pt")
 
 
@@ -240,15 +241,6 @@ def test_muon_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path, tin
     assert first_state and all("momentum_buffer" in v for v in first_state.values())
 
 
-def test_resume_with_another_optimizer_is_refused(tmp_path, tiny_config, char_tokenizer, splits):
-    adamw = small_train_config(max_iters=4, eval_interval=4)
-    Trainer(GPT(tiny_config), char_tokenizer, *splits, adamw, tmp_path, progress=False).run()
-    muon = small_train_config(max_iters=8, eval_interval=4, optimizer="muon")
-    trainer = Trainer(GPT(tiny_config), char_tokenizer, *splits, muon, progress=False)
-    with pytest.raises(CheckpointError, match="optimizer=adamw.*optimizer=muon"):
-        trainer.resume(tmp_path / "ckpt.pt")
-
-
 def test_resume_from_a_checkpoint_saved_before_the_modern_options(tmp_path, tiny_config, char_tokenizer,
                                                                   splits):
     """A checkpoint written before chapter 8 has no position/norm/qk_norm/mlp/tie_weights: it is
@@ -283,7 +275,7 @@ def test_resume_uses_the_weight_decay_and_betas_given_now(tmp_path, tiny_config,
 def test_a_non_finite_muon_momentum_stops_the_run_and_saves_nothing_more(tmp_path, tiny_config,
                                                                       char_tokenizer, splits):
     from minigpt.checkpoint import read_checkpoint
-    from minigpt.train import NonFiniteError
+    from minigpt.trainer import NonFiniteError
 
     config = small_train_config(max_iters=20, eval_interval=5, optimizer="muon", checkpoint_interval=1)
     trainer = Trainer(GPT(tiny_config), char_tokenizer, *splits, config, tmp_path, progress=False)
@@ -304,14 +296,99 @@ def test_muon_on_a_torch_without_it_is_refused_by_name(tiny_model, monkeypatch):
         configure_optimizer(tiny_model, small_train_config(optimizer="muon"), torch.device("cpu"))
 
 
-def test_resume_with_a_head_lr_the_saved_optimizer_lacks_names_it(tmp_path, char_tokenizer, splits):
-    from minigpt import GPTConfig
+# -- every resume rule: the same words through Trainer and through `minigpt train --resume` -------
 
-    untied = GPTConfig(vocab_size=char_tokenizer.vocab_size, context_length=16, d_model=32, num_heads=4,
-                       num_blocks=1, tie_weights=False)
-    Trainer(GPT(untied), char_tokenizer, *splits, small_train_config(max_iters=4), tmp_path,
-            progress=False).run()
-    trainer = Trainer(GPT(untied), char_tokenizer, *splits, small_train_config(max_iters=8, head_lr=0.01),
-                      progress=False)
-    with pytest.raises(CheckpointError, match=r"head_lr=None\) does not fit optimizer=adamw, head_lr=0.01"):
-        trainer.resume(tmp_path / "ckpt.pt")
+@pytest.fixture(scope="module")
+def untied_run(tmp_path_factory, corpus):
+    """A finished 6-step `minigpt train` run of an untied model, trained without head_lr."""
+    from minigpt.cli import main
+
+    folder = tmp_path_factory.mktemp("rules")
+    (folder / "corpus.txt").write_text(corpus, encoding="utf-8")
+    assert main(["train", "--data", str(folder / "corpus.txt"), "--out", str(folder / "run"),
+                 "--context-length", "16", "--d-model", "32", "--num-heads", "2", "--num-blocks", "1",
+                 "--no-tie-weights", "--batch-size", "4", "--eval-iters", "1", "--max-iters", "6",
+                 "--eval-interval", "3", "--sample-tokens", "0", "--device", "cpu",
+                 "--no-progress"]) == 0
+    return folder / "run" / "ckpt.pt"
+
+
+def _trainer_message(path, model_changes: dict, train_changes: dict) -> str:
+    from minigpt import GPTConfig, encode_corpus, load_text, train_val_split
+
+    ckpt = load_checkpoint(path)
+    state = ckpt.train_state
+    splits = train_val_split(encode_corpus(load_text(state["data"]), ckpt.tokenizer))
+    model = GPT(GPTConfig.from_dict({**ckpt.config.to_dict(), **model_changes}))
+    config = TrainConfig.from_dict({**state["train_config"], **train_changes})
+    with pytest.raises(ValueError) as error:
+        Trainer(model, ckpt.tokenizer, *splits, config, progress=False).resume(path)
+    return str(error.value)
+
+
+def _command_message(capsys, path, args: list[str]) -> str:
+    from minigpt.cli import main
+
+    before = path.read_bytes()
+    assert main(["train", "--resume", str(path), "--no-progress", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("minigpt: error: ") and err.count("\n") == 1 and path.read_bytes() == before
+    return err.removeprefix("minigpt: error: ").rstrip("\n")
+
+
+RESUME_RULES = [  # (setting, model changes, training changes, options of the command)
+    ("d_model", {"d_model": 64}, {"max_iters": 9}, ["--d-model", "64", "--max-iters", "9"]),
+    ("optimizer", {}, {"optimizer": "muon", "max_iters": 9}, ["--optimizer", "muon", "--max-iters", "9"]),
+    ("head_lr", {}, {"head_lr": 0.01, "max_iters": 9}, ["--head-lr", "0.01", "--max-iters", "9"]),
+    ("max_iters", {}, {"max_iters": 5}, ["--max-iters", "5"]),
+]
+
+
+@pytest.mark.parametrize("name, model_changes, train_changes, args", RESUME_RULES,
+                         ids=[rule[0] for rule in RESUME_RULES])
+@pytest.mark.parametrize("way", ["trainer", "command"])
+def test_a_broken_resume_rule_gets_the_same_message_both_ways(untied_run, capsys, way, name,
+                                                              model_changes, train_changes, args):
+    expected = {"d_model": "d_model must be 32, the checkpoint's (a resume keeps the model it continues), got 64",
+                "optimizer": "optimizer must be 'adamw', the checkpoint's (its state is what a resume continues; "
+                             "start a new run for another optimizer), got 'muon'",
+                "head_lr": "head_lr must be not set: the checkpoint was trained without it, so its optimizer has "
+                           "no group of its own for the output layer to continue (start a new run to use it), "
+                           "got 0.01",
+                "max_iters": "max_iters must be above the checkpoint's step 6 (a resume trains further), got 5"}[name]
+    if way == "trainer":
+        assert _trainer_message(untied_run, model_changes, train_changes) == expected
+    else:
+        option = "--" + name.replace("_", "-")
+        assert _command_message(capsys, untied_run, args) == expected.replace(name, option, 1)
+
+
+@pytest.mark.parametrize("way", ["trainer", "command"])
+def test_a_checkpoint_saved_for_sampling_only_is_refused_the_same_way(untied_run, tmp_path, capsys, way):
+    from minigpt.checkpoint import save_checkpoint
+
+    ckpt = load_checkpoint(untied_run)
+    path = save_checkpoint(tmp_path / "sampling.pt", ckpt.model, ckpt.tokenizer, None, ckpt.train_state)
+    expected = f"resume: {str(path)!r} has no optimizer or training state (it was saved for sampling only)"
+    if way == "trainer":
+        assert _trainer_message(path, {}, {"max_iters": 9}) == expected
+    else:
+        assert _command_message(capsys, path, ["--max-iters", "9"]) == expected
+
+
+@pytest.mark.parametrize("way", ["trainer", "command"])
+def test_head_lr_on_a_tied_output_layer_is_refused_the_same_way(tiny_model, char_tokenizer, splits, corpus,
+                                                                tmp_path, capsys, way):
+    """Not ignored in silence: a tied output layer is the embedding, with no rate of its own."""
+    from minigpt.cli import main
+
+    expected = ("head_lr must be not set for a tied output layer (it is the token embedding, trained at "
+                "learning_rate; untie it with tie_weights=False, --no-tie-weights), got 0.01")
+    if way == "trainer":
+        with pytest.raises(ValueError) as error:
+            Trainer(tiny_model, char_tokenizer, *splits, small_train_config(head_lr=0.01), progress=False)
+        assert str(error.value) == expected
+    else:
+        assert main(["train", "--head-lr", "0.01", "--out", str(tmp_path / "run")]) == 2
+        assert capsys.readouterr().err == f"minigpt: error: {expected.replace('head_lr', '--head-lr', 1)}\n"
+        assert not (tmp_path / "run").exists()

@@ -1,0 +1,164 @@
+"""One `minigpt train` run, from the command's settings to a trained checkpoint.
+
+`plan_run` checks what can be checked before any work: the settings, the files, the run folder,
+and reads the checkpoint to resume (once). `execute` then holds the run folder, tokenizes, builds
+the model, hands the checkpoint to the `Trainer` (which alone decides what a resume may change:
+`minigpt.train_state.check_resume`), and only then replaces an earlier run (--overwrite), trains,
+saves, plots and samples. Nothing on disk is lost on the way.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from minigpt.checkpoint import Checkpoint, load_checkpoint
+from minigpt.config import DataConfig, GPTConfig, TrainConfig
+from minigpt.data import check_length, data_source, encode_corpus, load_text, train_val_split
+from minigpt.errors import MinigptError
+from minigpt.model import GPT
+from minigpt.runfolder import CHECKPOINT_NAMES, RunLock, check_run_folder, remove_stale_temp_files
+from minigpt.sampling import default_prompt, sample_text
+from minigpt.tokenizers import train_tokenizer
+from minigpt.train_state import TrainState, check_settings, resumed_config
+from minigpt.trainer import Trainer, resolve_device
+
+
+@dataclass
+class RunPlan:
+    """A checked `minigpt train` run: nothing in it can fail for a reason known before the work."""
+
+    data: str                                  # 'shakespeare' or an absolute path
+    text: str = field(repr=False)              # the corpus, read and checked (UTF-8, not empty)
+    data_config: DataConfig
+    train_config: TrainConfig
+    model_options: dict[str, Any]              # the GPTConfig fields given
+    out: Path
+    replace: list[str]                         # the earlier run's checkpoints --overwrite removes
+    progress: bool
+    resume: Checkpoint | None = field(default=None, repr=False)  # read once, here
+    overwrite: bool = False                    # --overwrite: an earlier run in `out` may be replaced
+
+
+def plan_run(data_options: dict[str, Any], model_options: dict[str, Any],
+             train_options: dict[str, Any], resume: str | None = None, overwrite: bool = False,
+             progress: bool = False) -> RunPlan:
+    """Check the settings (the options given, preset applied), files and folder of a run."""
+    data_config = DataConfig(**data_options)
+    if "vocab_size" in data_options and data_config.tokenizer != "bpe":
+        source = "the text" if data_config.tokenizer == "char" else "tiktoken"
+        raise MinigptError(f"--vocab-size applies only to --tokenizer bpe; the "
+                           f"{data_config.tokenizer} tokenizer's vocabulary comes from {source}")
+    if not data_config.out:
+        raise MinigptError("--out is empty; give a folder for the checkpoints")
+    out, ckpt = Path(data_config.out), None
+    if resume is None:
+        train_config = TrainConfig(**train_options)
+        check_settings(train_config, GPTConfig(vocab_size=1, **model_options))  # vocab: later
+        data = data_source(data_config.data, "--data")
+    else:
+        ckpt, train_config, data_config = _plan_resume(resume, data_options, train_options)
+        data = data_config.data
+        out = out if "out" in data_options else ckpt.path.parent
+    resolve_device(train_config.device)  # 'cuda' on a machine without CUDA fails here, not later
+    replace = check_run_folder(out, ckpt.path if ckpt else None, overwrite)
+    name = "--data" if "data" in data_options or ckpt is None else "the checkpoint's data"
+    return RunPlan(data, load_text(data, name), data_config, train_config, model_options, out,
+                   replace, progress, ckpt, overwrite)
+
+
+def _plan_resume(resume: str, data_options: dict[str, Any], train_options: dict[str, Any]
+                 ) -> tuple[Checkpoint, TrainConfig, DataConfig]:
+    """The checkpoint, its training settings with the options on top, and the data settings
+    (the checkpoint's data and val_fraction unless given)."""
+    fixed = [name for name in ("tokenizer", "vocab_size") if name in data_options]
+    if fixed:
+        raise MinigptError(f"--resume keeps the checkpoint's tokenizer; drop "
+                           f"{', '.join('--' + n.replace('_', '-') for n in fixed)}")
+    if not resume:
+        raise MinigptError("--resume is empty; give the path of a file")
+    if Path(resume).is_dir():
+        raise MinigptError(f"--resume {resume!r} is a folder, not a file; give the path of a file")
+    if not Path(resume).exists():
+        raise MinigptError(f"--resume: no such file {resume!r} (give a checkpoint, e.g. "
+                           f"out/ckpt.pt)")
+    ckpt = load_checkpoint(resume)
+    state = TrainState.from_checkpoint(ckpt)
+    saved = {key: state.extra[key] for key in ("data", "val_fraction") if key in state.extra}
+    data_config = DataConfig(**{**saved, **data_options})
+    data_config.data = data_source(data_config.data, "--data" if "data" in data_options else
+                                   "the checkpoint's data (give --data to use another file)")
+    return ckpt, resumed_config(state, train_options), data_config
+
+
+def execute(plan: RunPlan) -> int:
+    """Hold the run folder, read and tokenize the data, train, save, plot, sample."""
+    with RunLock(plan.out) as lock:
+        if lock.taken_over is not None:
+            print(f"took over the lock of {str(plan.out)!r}, {lock.taken_over}")
+        resume_path = plan.resume.path if plan.resume else None
+        check_run_folder(plan.out, resume_path, plan.overwrite)  # a run may have finished there since
+        for path in remove_stale_temp_files(plan.out, CHECKPOINT_NAMES):
+            print(f"removed {path}, left by an interrupted save")
+        return _train(plan)
+
+
+def _train(plan: RunPlan) -> int:
+    text, ckpt = plan.text, plan.resume
+    if ckpt is not None:
+        tokenizer = ckpt.tokenizer
+        model_config = GPTConfig.from_dict({**ckpt.config.to_dict(), **plan.model_options})
+    else:
+        kind = plan.data_config.tokenizer
+        print(f"training a {kind} tokenizer on {len(text):,} characters ...")
+        tokenizer = train_tokenizer(kind, text, plan.data_config.vocab_size)
+        model_config = GPTConfig(vocab_size=tokenizer.vocab_size, **plan.model_options)
+    prompt = default_prompt(tokenizer, text)
+    try:
+        data = encode_corpus(text, tokenizer)
+    except ValueError as error:  # a resume on another text, with characters the checkpoint never saw
+        raise MinigptError(f"--data {plan.data!r} does not fit the checkpoint's tokenizer: "
+                           f"{error}") from None
+    train_data, val_data = train_val_split(data, plan.data_config.val_fraction)
+    for name, split in (("the training split", train_data), ("the validation split", val_data)):
+        check_length(split, model_config.context_length, name, "--context-length")
+    print(f"data: {plan.data} -> {len(data):,} tokens ({len(train_data):,} train, "
+          f"{len(val_data):,} val), vocabulary of {tokenizer.vocab_size:,}")
+    config = plan.train_config
+    torch.manual_seed(config.seed)  # the model's initial weights
+    model = ckpt.model if ckpt is not None and model_config == ckpt.config else GPT(model_config)
+    print(f"model: {model.num_parameters():,} parameters; {model_config}")
+    trainer = Trainer(model, tokenizer, train_data, val_data, config, out_dir=plan.out,
+                      progress=plan.progress,
+                      extra_state={"data": plan.data, "val_fraction": plan.data_config.val_fraction,
+                                   "sample_prompt": prompt})
+    print(f"device: {trainer.device}")
+    if ckpt is not None:
+        trainer.resume(ckpt)
+        print(f"resumed from {ckpt.path} at step {trainer.state.step}")
+    for name in plan.replace:  # only now: every check has passed, training starts next
+        (plan.out / name).unlink(missing_ok=True)
+        print(f"--overwrite: removed the earlier run's {plan.out / name}")
+    start = time.perf_counter()
+    result = trainer.run()
+    last = result.history[-1]
+    print(f"{'interrupted' if result.interrupted else 'done'} at step {result.step} in "
+          f"{time.perf_counter() - start:.1f} s; last evaluation (step {last['step']}): train loss "
+          f"{last['train']:.4f}, val loss {last['val']:.4f}")
+    print(f"checkpoint: {result.checkpoint or 'none (no step was finished)'}")
+    # imported only now: matplotlib adds about 30 MB, which would otherwise sit through training
+    from minigpt.plotting import plot_loss_curves, save_figure
+
+    curve = save_figure(plot_loss_curves(result.history, result.train_losses), plan.out / "loss.png")
+    print(f"loss curve: {curve}")
+    if result.stop_signal is not None:
+        return 128 + result.stop_signal
+    if plan.data_config.sample_tokens > 0:
+        sample = sample_text(model, tokenizer, prompt, plan.data_config.sample_tokens,
+                             seed=config.seed, temperature=0.8)
+        print("sample:\n" + sample)
+    return 0

@@ -1,0 +1,326 @@
+"""The training loop: forward, loss, backward, update, over and over, with the usual care around it.
+
+Around the four steps (`Trainer.train_step`) sit the pieces every real run needs: AdamW with
+weight decay only on the matrices (or Muon for the blocks' matrices, see `minigpt.optim`), a
+learning rate that warms up linearly then decays (along a cosine, or flat then straight down),
+gradient clipping, periodic `estimate_loss` on train and val, a progress bar, a history of losses,
+checkpoints (latest and best), resume to the exact same numbers, and Ctrl-C (or SIGTERM) that
+saves before stopping. A loss that turns NaN or infinite stops the run with `NonFiniteError`, and
+no checkpoint with NaN or infinite numbers is ever written.
+
+What a run needs to continue is a `TrainState`; what a resume may change (the training settings
+but not the model, the optimizer or its groups, and only towards more steps) is decided here once,
+in `check_resume`, for `Trainer.resume` and the `minigpt train --resume` command alike.
+`resolve_device` and `is_main_process` decide things for the whole run, so that a multi-process
+version can change them alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+from tqdm import tqdm  # the plain text bar: works in a terminal and a notebook alike
+
+from minigpt.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from minigpt.checkpoint import NonFiniteError as _NonFiniteSave
+from minigpt.config import ConfigError, TrainConfig
+from minigpt.data import check_length, get_batch
+from minigpt.errors import MinigptError
+from minigpt.evaluate import estimate_loss
+from minigpt.model import GPT, check_token_ids
+from minigpt.optim import configure_optimizer  # noqa: F401 (chapter 5 imports it from here)
+from minigpt.tokenizers import Tokenizer
+from minigpt.train_state import (TrainResult, TrainState, check_resume, check_settings,
+                                 resumed_config)
+
+__all__ = ["Trainer", "TrainResult", "TrainState", "NonFiniteError", "Interrupted", "check_resume",
+           "check_settings", "resumed_config", "learning_rate", "resolve_device", "is_main_process", "train",
+           "configure_optimizer"]
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' picks CUDA if present, then Apple's MPS, then the CPU; other names are taken as given."""
+    if name != "auto":
+        device = torch.device(name)
+        for kind, present in (("cuda", torch.cuda.is_available), ("mps", torch.backends.mps.is_available)):
+            if device.type == kind and not present():
+                raise ConfigError("device", f"one present here ({kind.upper()} is not available "
+                                  f"here; use 'auto' or 'cpu')", name)
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def is_main_process() -> bool:
+    """True in a single-process run; with torch.distributed, only rank 0 writes files and logs."""
+    dist = torch.distributed
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def learning_rate(step: int, max_lr: float, min_lr: float, warmup_iters: int, max_iters: int,
+                  schedule: str = "cosine", decay_fraction: float = 0.5) -> float:
+    """Linear warm-up to max_lr over warmup_iters steps, then down to min_lr at max_iters.
+
+    Warm-up: step s < warmup_iters gets max_lr * (s + 1) / warmup_iters, so step 0 already moves.
+    "cosine" then follows half a cosine from max_lr to min_lr. "wsd" (warm-up, stable, decay) holds
+    max_lr, then falls along a straight line to min_lr over the last `decay_fraction` of the
+    steps: the long flat part explores, the short decay settles. Past max_iters: min_lr.
+    """
+    if step < warmup_iters:
+        return max_lr * (step + 1) / warmup_iters
+    if step >= max_iters:
+        return min_lr
+    if schedule == "wsd":
+        decay_start = max(warmup_iters, max_iters * (1.0 - decay_fraction))
+        if step < decay_start:
+            return max_lr
+        progress = (step - decay_start) / max(1.0, max_iters - decay_start)  # 0 -> 1
+        return max_lr + progress * (min_lr - max_lr)
+    progress = (step - warmup_iters) / max(1, max_iters - warmup_iters)  # 0 -> 1
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (max_lr - min_lr)
+
+
+class Interrupted(KeyboardInterrupt):
+    """A second Ctrl-C (or SIGTERM) while the first one was still being handled: stop at once.
+
+    `signum` is the signal that stopped the run, so a command can exit with 128 + signum.
+    """
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class NonFiniteError(MinigptError, RuntimeError):
+    """The loss or the weights became NaN or infinite: training diverged, nothing more is saved."""
+
+
+@dataclass
+class _StopFlag:
+    signum: int | None = None  # the signal that asked to stop, if any
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[_StopFlag]:
+    """Turn the first Ctrl-C or SIGTERM into a request to stop after the current step.
+
+    A second one aborts at once (`Interrupted`); an atomic save it cuts short leaves the previous
+    checkpoint as it was.
+    """
+    flag = _StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag.signum is not None:
+            raise Interrupted(signum)
+        flag.signum = signum
+
+    previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+class Trainer:
+    """One training run of `model` on token ids; `run()` trains to `config.max_iters`.
+
+    `progress`: a progress bar (None: when stderr is a terminal; a log file gets one line per
+    evaluation instead). `extra_state` is stored with every checkpoint (the command keeps the data
+    source there).
+    """
+
+    def __init__(self, model: GPT, tokenizer: Tokenizer, train_data: torch.Tensor,
+                 val_data: torch.Tensor, config: TrainConfig, out_dir: str | Path | None = None,
+                 progress: bool | None = None, extra_state: dict[str, Any] | None = None):
+        context_length, vocab_size = model.config.context_length, model.config.vocab_size
+        for name, data in (("the training split", train_data), ("the validation split", val_data)):
+            check_length(data, context_length, name)
+            check_token_ids(data, vocab_size, name)  # once here, not in every forward pass
+        check_settings(config, model.config)
+        self.model, self.tokenizer, self.config = model, tokenizer, config
+        self.splits = {"train": train_data, "val": val_data}
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.device = resolve_device(config.device)
+        self.model.to(self.device).train()
+        self.optimizer = configure_optimizer(model, config, self.device)
+        # each group's peak rate and settings, from the config (a resume keeps them: see `resume`)
+        self.group_settings = [{key: value for key, value in group.items() if key != "params"}
+                               for group in self.optimizer.param_groups]
+        self.batch_generator = torch.Generator().manual_seed(config.seed)
+        self.state = TrainState(train_config=config.to_dict(), extra=dict(extra_state or {}))
+        self.result = TrainResult(self.state)
+
+    # -- resume ---------------------------------------------------------------------------------
+
+    def resume(self, checkpoint: str | Path | Checkpoint) -> None:
+        """Continue from a checkpoint (a path, or one `load_checkpoint` read): weights, optimizer,
+        step, random-number state, history. What a resume may change is `check_resume`'s rule."""
+        ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+        state = TrainState.from_checkpoint(ckpt)
+        check_resume(state, self.config, self.model.config, ckpt.config)
+        if ckpt.model is not self.model:
+            self.model.load_state_dict(ckpt.model.state_dict())
+        try:
+            self.optimizer.load_state_dict(state.optimizer)
+        except (ValueError, KeyError, IndexError) as error:  # a hand-made file: say what
+            raise CheckpointError(f"resume: the optimizer state in {str(ckpt.path)!r} does not fit "
+                                  f"this model's optimizer ({error})") from None
+        for group, settings in zip(self.optimizer.param_groups, self.group_settings):
+            group.update(settings)  # the saved groups hold the old run's weight decay, betas, ...
+        self.batch_generator.set_state(state.batch_rng)
+        torch.set_rng_state(state.torch_rng)
+        if state.cuda_rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state.cuda_rng)
+        state.train_config, state.extra = self.config.to_dict(), {**state.extra, **self.state.extra}
+        self.state = self.result.state = state
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def run(self, until: int | None = None) -> TrainResult:
+        """Train from the current step to `until` (default: config.max_iters), then save.
+
+        Stopping early with `until` leaves the schedule as it is, so a later `run()` (or a resume
+        from the saved checkpoint) continues exactly where this one stopped. A new run's first
+        step seeds torch's generator with config.seed (dropout's random numbers).
+        """
+        cfg, state = self.config, self.state
+        until = cfg.max_iters if until is None else min(until, cfg.max_iters)
+        if state.step == 0 and not state.history:
+            torch.manual_seed(cfg.seed)
+        bar = tqdm(total=cfg.max_iters, initial=state.step, disable=not (self.progress and
+                   is_main_process()), desc="training", unit="step", dynamic_ncols=True,
+                   mininterval=0.5)
+        with _stop_on_signals() as stop, bar:
+            while state.step < until and stop.signum is None:
+                if state.step % cfg.eval_interval == 0:
+                    self._evaluate_and_save(bar)
+                loss = self.train_step()
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self._lr(state.step - 1):.2e}")
+                if cfg.checkpoint_interval and state.step % cfg.checkpoint_interval == 0:
+                    self._save("ckpt.pt")
+            self.result.interrupted, self.result.stop_signal = stop.signum is not None, stop.signum
+            if state.step % cfg.eval_interval == 0 or state.step == cfg.max_iters:
+                self._evaluate_and_save(bar)
+            elif state.step > 0:
+                # Off the evaluation schedule: save without evaluating, so that a resumed run's
+                # history is the same as an uninterrupted run's.
+                self._save("ckpt.pt")
+        return self.result
+
+    def get_batch(self, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+        """The next (x, y) batch of a split, both (batch_size, context_length), on the device."""
+        return get_batch(self.splits[split], self.config.batch_size,
+                         self.model.config.context_length, generator=self.batch_generator,
+                         device=self.device)
+
+    def train_step(self) -> float:
+        """The four steps on one batch: forward, loss, backward (on fresh gradients), update.
+
+        Returns the loss; the step counter and the loss history move on by one.
+        """
+        cfg, state = self.config, self.state
+        for group, settings in zip(self.optimizer.param_groups, self.group_settings):
+            group["lr"] = self._lr(state.step, settings["lr"])  # settings["lr"]: the group's peak
+        x, y = self.get_batch("train")
+        _, loss = self.model(x, y)
+        value = loss.item()
+        if not math.isfinite(value):  # checked before the update, so the weights stay as they were
+            self._diverged(f"the training loss is {value}")
+        self.optimizer.zero_grad(set_to_none=True)  # gradients add up unless cleared
+        loss.backward()
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        state.train_losses.append(value)
+        state.step += 1
+        return value
+
+    def _lr(self, step: int, peak: float | None = None) -> float:
+        """The rate at `step` of a group whose peak is `peak` (default: learning_rate).
+
+        Every group follows the same schedule; its min_lr is scaled in proportion to its peak.
+        """
+        cfg = self.config
+        if peak is None or peak == cfg.learning_rate:
+            peak, floor = cfg.learning_rate, cfg.min_lr
+        else:
+            floor = cfg.min_lr * peak / cfg.learning_rate
+        return learning_rate(step, peak, floor, cfg.warmup_iters, cfg.max_iters, cfg.schedule,
+                             cfg.decay_fraction)
+
+    def _diverged(self, what: str) -> None:
+        last = self.result.checkpoint
+        kept = (f"the last checkpoint ({last}) is kept" if last else
+                "this run saved nothing (a checkpoint it resumed from is kept as it was)")
+        cfg = self.config
+        muon = f", muon_lr (now {cfg.muon_lr})" if cfg.optimizer == "muon" else ""
+        raise NonFiniteError(f"training diverged at step {self.state.step}: {what}; {kept}. "
+                             f"Try a lower learning_rate (now {cfg.learning_rate}){muon} or "
+                             f"grad_clip (now {cfg.grad_clip})")
+
+    def _evaluate_and_save(self, bar: tqdm) -> None:
+        state = self.state
+        if state.history and state.history[-1]["step"] == state.step:
+            return  # already evaluated here (a resumed run starts where the last one saved)
+        eval_generator = torch.Generator().manual_seed(self.config.seed + 1)  # same batches each time
+        losses = estimate_loss(self.model, self.splits, self.config.eval_iters,
+                               self.config.batch_size, self.model.config.context_length,
+                               generator=eval_generator, device=self.device)
+        for split, value in losses.items():
+            if not math.isfinite(value):
+                self._diverged(f"the estimated {split} loss is {value}")
+        is_best = losses["val"] < state.best_val
+        state.history.append({"step": state.step, "train": losses["train"], "val": losses["val"],
+                              "lr": self._lr(state.step)})
+        if is_main_process():
+            bar.write(f"step {state.step:>6}: train loss {losses['train']:.4f}, "
+                      f"val loss {losses['val']:.4f}")
+        if state.step > 0:
+            # best.pt first: were the ckpt.pt save cut short, a resume starts before this step
+            # and evaluates it again, so no best checkpoint is ever skipped.
+            if is_best:
+                self._save("best.pt")
+            self._save("ckpt.pt")
+
+    def _save(self, name: str) -> Path | None:
+        if self.out_dir is None or not is_main_process():
+            return None
+        state = self.state
+        state.batch_rng, state.torch_rng = self.batch_generator.get_state(), torch.get_rng_state()
+        state.cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+        try:
+            path = save_checkpoint(self.out_dir / name, self.model, self.tokenizer, self.optimizer,
+                                   state.to_dict())
+        except _NonFiniteSave as error:
+            self._diverged(f"the {error.kind} hold NaN or infinite values ({error.tensor})")
+        if name == "ckpt.pt":
+            self.result.checkpoint = path
+        return path
+
+
+def train(model: GPT, tokenizer: Tokenizer, train_data: torch.Tensor, val_data: torch.Tensor,
+          config: TrainConfig, out_dir: str | Path | None = None, resume: str | Path | None = None,
+          progress: bool | None = None) -> TrainResult:
+    """Train `model` on the ids in `train_data`, checking `val_data`; see `Trainer` for the details."""
+    trainer = Trainer(model, tokenizer, train_data, val_data, config, out_dir, progress)
+    if resume is not None:
+        trainer.resume(resume)
+    return trainer.run()
