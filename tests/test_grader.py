@@ -301,6 +301,9 @@ def test_a_hostile_learner_folder_costs_that_learner_alone(runs):
     assert run.report["chapters"]["ex03_attention"]["points"] == 0
     assert "may not read" in _messages(run, "ex06_evaluation")["test_perplexity"]
     assert "ex99_extra" not in run.output
+    ex05 = _messages(run, "ex05_training")
+    assert "called special_log_softmax (seen at run time)" in ex05["test_cross_entropy_matches_pytorch"], ex05
+    assert _outcomes(run, "ex05_training")["test_train_step_makes_the_loss_fall"] == "passed"
 
 
 def test_replaying_the_snapshots_fails_and_costs_only_that_test(runs):

@@ -35,7 +35,11 @@ FORBIDDEN_NAMES = {"exec", "eval", "compile", "__import__", "__builtins__", "glo
 FORBIDDEN_ATTRIBUTES = {"__code__", "__globals__", "__builtins__", "__closure__", "__subclasses__", "f_globals",
                         "f_locals", "f_back", "f_builtins", "_getframe", "gi_frame", "tb_frame",
                         "__defaults__", "__kwdefaults__", "meta_path", "path_hooks",
-                        "__self__", "ctypes", "__getattribute__", "__dict__"}  # print.__self__ is the builtins module; torch.ctypes is ctypes
+                        "__self__", "ctypes", "__getattribute__", "__dict__",
+                        # what would switch off the run-time watch of the by-hand rules (watch.py)
+                        "DisableTorchFunction", "DisableTorchFunctionSubclass", "_pop_torch_function_stack",
+                        "_push_on_torch_function_stack", "_set_torch_function_mode", "_pop_mode",
+                        "_get_current_function_mode_stack", "_len_torch_function_stack", "_disable_dynamo"}  # print.__self__ is the builtins module; torch.ctypes is ctypes
 FORBIDDEN_WORDS = re.compile(r"solutions|snapshots|_grader|_grading|_cases|conftest|test_ex\d\d")
 
 

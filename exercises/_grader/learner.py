@@ -21,6 +21,7 @@ import torch
 
 from _grader.client import LearnerRaised, NotImplementedYet, Worker
 from _grader.grading import GradeFailure
+from _grader.integrity import Rule
 
 
 def generator(seed: int) -> dict:
@@ -116,12 +117,21 @@ class Learner:
     """The chapter's learner module, reached through its worker."""
 
     def __init__(self, worker: Worker, display: Callable[[Path], str], expected_cases: Callable[[str, int], Any],
-                 seed_of: Callable[[str], int]) -> None:
+                 seed_of: Callable[[str], int], rule: Rule | None = None) -> None:
         self._worker, self._display = worker, display
         self._expected_cases, self._seed_of = expected_cases, seed_of
+        self._rule = rule  # the "by hand" rule this test belongs to, if any
+
+    def _run(self, op: str, name: str, args: tuple, kwargs: dict, call: str) -> dict:
+        """One request; a "by hand" rule of this test broken at run time fails it (whatever the answer)."""
+        answer = self._worker.run(op, name, list(args), dict(kwargs), call)
+        used = answer.get("by_hand") or []
+        if used and self._rule is not None:
+            raise GradeFailure(f"rule broken: {self._rule.text}; {call} called {', '.join(used)} (seen at run time)")
+        return answer
 
     def _answer(self, op: str, name: str, args: tuple, kwargs: dict, call: str) -> dict:
-        answer = self._worker.run(op, name, list(args), dict(kwargs), call)
+        answer = self._run(op, name, args, kwargs, call)
         if not answer["ok"]:
             raise translate(answer["error"], call, self._worker.target, self._display)
         return answer
@@ -152,7 +162,7 @@ class Learner:
     def raises(self, exception: str, name: str, *args: Any, why: str, **kwargs: Any) -> None:
         """``name(*args, **kwargs)`` must raise ``exception`` (by class name, subclasses count)."""
         text = describe_call(name, args, kwargs)
-        answer = self._worker.run("call", name, list(args), dict(kwargs), text)
+        answer = self._run("call", name, args, kwargs, text)
         if answer["ok"]:
             raise GradeFailure(f"{text} should raise {exception} ({why}), but it returned "
                                f"{short(_unmark(answer['value']))}")

@@ -46,7 +46,7 @@ from _grader.client import BOOT, Outcome, Worker, Zygote, shared_zygote, start_m
 from _grader.sandbox import protect_grading_process  # noqa: E402
 from _grader.watchdog import Watchdog  # noqa: E402
 from _grader.grading import GradeFailure, SNAPSHOTS  # noqa: E402
-from _grader.integrity import Finding, broken_rules, scan_target  # noqa: E402
+from _grader.integrity import RULES, Finding, broken_rules, scan_target  # noqa: E402
 from _grader.learner import Learner  # noqa: E402
 
 DEFAULT_TIMEOUT = 20.0
@@ -308,7 +308,8 @@ def ex(request: pytest.FixtureRequest) -> Learner:
     if state.budget > 0 and state.run_ends == float("inf"):
         state.run_ends = time.monotonic() + state.budget
     worker.begin_test(state.timeout, state.run_ends)
-    return Learner(worker, display_path, _expected_cases(state, chapter), lambda case: _seed_of(state, case))
+    rule = next((r for r in RULES if r.file == f"{chapter}.py" and request.node.name in r.tests), None)
+    return Learner(worker, display_path, _expected_cases(state, chapter), lambda case: _seed_of(state, case), rule)
 
 
 # --------------------------------------------------------------------------- friendly failures

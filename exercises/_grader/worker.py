@@ -53,10 +53,13 @@ import torch  # noqa: E402
 from _grader import sandbox  # noqa: E402
 from _grader.cases import SNAPSHOT_CASES  # noqa: E402
 from _grader.protocol import plain, read_frame, write_frame  # noqa: E402
+from _grader.integrity import RULES  # noqa: E402
 from _grader.target import load, use_target  # noqa: E402
+from _grader.watch import watched  # noqa: E402
 
 TARGET: Path = GRADER
 GRADER_MODULE = None
+BY_HAND: list[str] = []  # the covered library functions the learner's code called in the current request
 
 
 def _load_by_path(name: str, file: Path):
@@ -189,15 +192,17 @@ def handle(request: dict) -> dict:
     if op == "import":
         return {"ok": True, "value": None}
     args, kwargs = _decode(request.get("args", [])), _decode(request.get("kwargs", {}))
+    names = frozenset().union(*(r.names for r in RULES if r.file == f"{request['module']}.py"))
     if op == "call":
-        value = getattr(module, request["name"])(*args, **kwargs)
+        function = getattr(module, request["name"])
+        value = watched(lambda: function(*args, **kwargs), names, TARGET, BY_HAND)
         return {"ok": True, "value": plain(value), "args_after": plain([args, kwargs])}
     if op == "probe":
         probe = getattr(GRADER_MODULE, request["name"])
-        return {"ok": True, "value": plain(probe(module, *args, **kwargs))}
+        return {"ok": True, "value": plain(watched(lambda: probe(module, *args, **kwargs), names, TARGET, BY_HAND))}
     if op == "case":
         case = SNAPSHOT_CASES[request["module"]][request["name"]]
-        return {"ok": True, "value": plain(case(module, *args, **kwargs))}
+        return {"ok": True, "value": plain(watched(lambda: case(module, *args, **kwargs), names, TARGET, BY_HAND))}
     raise ValueError(f"unknown request {op!r}")
 
 
@@ -238,10 +243,12 @@ def serve(target: Path, test_file: Path, in_fd: int, out_fd: int) -> None:
             request = read_frame(in_fd)
         except EOFError:
             return
+        BY_HAND.clear()
         try:
             answer = handle(request)
         except BaseException as exc:  # the learner's exception (SystemExit included) is data too
             answer = {"ok": False, "error": describe_exception(exc)}
+        answer["by_hand"] = list(BY_HAND)
         _flush_printed()
         try:
             write_frame(out_fd, answer)

@@ -178,10 +178,21 @@ def perplexity(loss):
     return found["perplexity"](loss)
 '''
 
+# A stable log-softmax under a name the rule does not list, looked up by a name built at run time.
+LOG_SOFTMAX_BY_ANOTHER_NAME = '''
+
+
+def cross_entropy(logits, targets):
+    import torch.special as sp
+    stable = getattr(sp, "log_" + "soft" + "max")
+    return -stable(logits, dim=-1)[torch.arange(len(targets)), targets].mean()
+'''
+
 HOSTILE = (
     Trick("reach_the_grading_process", "ex01_tokenization.py", "solution", append=REACH_THE_GRADER),
     Trick("import_the_grader", "ex03_attention.py", "stub", append=IMPORT_THE_GRADER),
     Trick("run_the_package_by_path", "ex06_evaluation.py", "stub", append=RUN_THE_PACKAGE_BY_PATH),
+    Trick("log_softmax_by_another_name", "ex05_training.py", "solution", append=LOG_SOFTMAX_BY_ANOTHER_NAME),
 )
 
 # Files beside the learner's: named like the grader's modules, standard-library modules, pytest's own
