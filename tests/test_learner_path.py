@@ -248,8 +248,8 @@ def your_turn_problems(notebook: Path, exercise: Path) -> Problems:
 # A piece's own "Your turn": "### Your turn: `get_batch`", then its try-it cell.
 PIECE_TURN = re.compile(r"^#{2,4}\s+Your turn:\s*`([A-Za-z_]\w*)")
 # "pytest exercises/test_ex02_batching.py -k get_batch" (or -k "a or b"), in the terminal or the notebook.
-PIECE_COMMAND = re.compile(r"pytest\s+(?:-q\s+)?(?:\.\./)?exercises/(test_ex\d\d_\w+\.py)\s+-k\s+"
-                           r"(\"[^\"]+\"|'[^']+'|[^\s`\"']+)")
+PIECE_COMMAND = re.compile(r"pytest\s+(?:-[a-jl-z]\w*\s+)*(?:\.\./)?exercises/(test_ex\d\d_\w+\.py)"
+                           r"(?:\s+-[a-jl-z]\w*)*\s+-k\s+(\"[^\"]+\"|'[^']+'|[^\s`\"']+)")
 TRY_IT_FUNCTIONS = {"try_it", "pick"}
 
 
@@ -1059,6 +1059,8 @@ GOOD_VARIANTS = {
         "`pytest exercises/test_ex02_batching.py -k window_length`",
         "`!{sys.executable} -m pytest -q ../exercises/test_ex02_batching.py -k 'window and length'`"))),
     "*args are not counted": with_try('try_it("ex02_batching", "get_batch", lambda f: f(*args))'),
+    "options around the file": replace(4, ("markdown", TURN_WINDOW.replace(
+        "pytest exercises/test_ex02_batching.py -k", "pytest -q exercises/test_ex02_batching.py -x -k"))),
     "a pick in a later cell": GOOD + [("code", 'from tryit import pick\nW = pick("ex02_batching", "Window", None)')],
     "the turn after a paragraph of the same cell": replace(4, ("markdown", "So a window is a slice.\n\n" + TURN_WINDOW)),
 }
