@@ -1231,6 +1231,24 @@ def test_a_stub_edited_by_hand_fails_the_stub_check(tmp_path):
     assert "Docs." in stub.read_text(), "--check must write nothing"
 
 
+def test_make_stubs_never_overwrites_a_learners_work_unless_asked(tmp_path):
+    (tmp_path / "solutions").mkdir()
+    (tmp_path / "exercises").mkdir()
+    (tmp_path / "solutions" / "ex02_batching.py").write_text('def f(x):\n    """Doc."""\n    return x + 1\n')
+    stub = tmp_path / "exercises" / "ex02_batching.py"
+    command = [sys.executable, str(make_stubs_script()), "--solutions", str(tmp_path / "solutions"),
+               "--exercises", str(tmp_path / "exercises")]
+    assert subprocess.run(command, capture_output=True).returncode == 0
+    mine = 'def f(x):\n    """Doc."""\n    return x + 2  # my own answer\n'
+    stub.write_text(mine)
+    run = subprocess.run(command, capture_output=True, text=True)
+    assert run.returncode == 1 and stub.read_text() == mine, run.stdout + run.stderr
+    assert "kept exercises/ex02_batching.py: it holds written code (f)" in run.stderr
+    assert "--overwrite-work" in run.stderr
+    run = subprocess.run(command + ["ex02", "--overwrite-work"], capture_output=True, text=True)
+    assert run.returncode == 0 and "raise NotImplementedError" in stub.read_text(), run.stdout + run.stderr
+
+
 DIAGRAM = '''from _draw import box, new_diagram
 
 

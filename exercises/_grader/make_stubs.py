@@ -150,6 +150,34 @@ def make_stub(source: str, name: str = "<solution>") -> str:
     return "\n".join(lines) + "\n"
 
 
+def written_pieces(current: str, wanted: str) -> list[str]:
+    """Functions the stub leaves to the learner (``raise NotImplementedError``) that ``current`` fills in.
+
+    A file with such a piece holds a learner's work: it is not overwritten unless asked (``--overwrite-work``).
+    """
+    def bodies(source: str) -> dict[str, bool]:
+        """{qualified name: whether its body is only a docstring and the raise}."""
+        found = {}
+
+        def visit(statements: list[ast.stmt], prefix: str) -> None:
+            for node in statements:
+                if isinstance(node, ast.ClassDef):
+                    visit(node.body, f"{prefix}{node.name}.")
+                elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    code = [n for n in node.body if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))]
+                    found[prefix + node.name] = (len(code) == 1 and isinstance(code[0], ast.Raise)
+                                                 and code[0].exc is not None
+                                                 and "NotImplementedError" in ast.unparse(code[0].exc))
+        visit(ast.parse(source).body, "")
+        return found
+
+    try:
+        mine = bodies(current)
+    except SyntaxError:
+        return ["(the file does not parse)"]
+    return [name for name, is_todo in bodies(wanted).items() if is_todo and name in mine and not mine[name]]
+
+
 def select(names: list[str], solutions: Path) -> list[Path]:
     """The solution files the selectors name (``ex02``, ``ex02_batching.py``, a path); all without any."""
     files = sorted(p for p in solutions.glob("ex[0-9][0-9]_*.py") if EXERCISE_NAME.fullmatch(p.name))
@@ -173,10 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("chapters", nargs="*", help="exNN or exNN_<topic>.py (default: every chapter)")
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 naming each stub that differs")
+    parser.add_argument("--overwrite-work", action="store_true",
+                        help="also replace a file whose stubbed functions hold code (a learner's work is lost)")
     parser.add_argument("--solutions", type=Path, default=SOLUTIONS, help=argparse.SUPPRESS)
     parser.add_argument("--exercises", type=Path, default=HERE, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    stale = []
+    stale, kept = [], []
     if not args.chapters:
         orphans = sorted(p.name for p in args.exercises.glob("ex[0-9][0-9]_*.py")
                          if not (args.solutions / p.name).exists())
@@ -198,9 +228,16 @@ def main(argv: list[str] | None = None) -> int:
             diff = difflib.unified_diff((current or "").splitlines(), wanted.splitlines(),
                                         f"exercises/{stub_path.name}", "generated from solutions/", lineterm="", n=1)
             print("\n".join(list(diff)[:40]))
+        elif current is not None and not args.overwrite_work and (work := written_pieces(current, wanted)):
+            print(f"kept exercises/{stub_path.name}: it holds written code ({', '.join(work)}), which a new stub "
+                  f"would erase; to replace it anyway: make_stubs.py {solution.name.split('_')[0]} --overwrite-work",
+                  file=sys.stderr)
+            kept.append(stub_path.name)
         else:
             stub_path.write_text(wanted, encoding="utf-8")
             print(f"wrote exercises/{stub_path.name}")
+    if kept:
+        return 1
     if stale:
         print(f"\nout of date: {', '.join(stale)}; run: python exercises/_grader/make_stubs.py "
               f"{' '.join(s.split('_')[0] for s in stale)}", file=sys.stderr)
