@@ -83,7 +83,8 @@ def _candidates(submission: Path) -> list[tuple[str, Path]]:
         inside = [p for p in submission.iterdir() if not p.name.startswith((".", "__MACOSX"))]
         if len(inside) == 1 and inside[0].is_dir():
             places += [(f"{inside[0].name}/", inside[0]), (f"{inside[0].name}/exercises/", inside[0] / "exercises")]
-    return [(name, p) for name, p in places if p.is_dir() and not p.is_symlink()]
+    # The root is the instructor's (or Gradescope's) to give; a link inside it is the learner's.
+    return [(name, p) for name, p in places if p.is_dir() and (p == submission or not p.is_symlink())]
 
 
 def exercise_folder(submission: Path) -> tuple[str, Path | None]:
@@ -116,7 +117,8 @@ def stage(submission: Path, into: Path) -> Staged:
         if source is None:
             near = sorted(n for n in present if n.startswith(chapter[:5]) and EXERCISE_FILE.fullmatch(n))
             if near:
-                staged.reasons[chapter] = f"found {', '.join(near)}; the grader reads {name}"
+                shown = ", ".join(near[:3]) + (f" and {len(near) - 3} more" if len(near) > 3 else "")
+                staged.reasons[chapter] = f"found {shown}; the grader reads {name}"
             staged.missing.append(chapter)
             continue
         if not _plain_file(source):

@@ -37,7 +37,7 @@ VISIBILITIES = ("visible", "after_due_date", "after_published", "hidden")  # Gra
 DEFAULT_TIME_LIMIT = 900.0  # seconds for a whole grading run (Gradescope's own timeout must be longer)
 DEFAULT_GRADE_TIMEOUT = 60.0  # seconds per test: Gradescope's CPUs are slower than a learner's laptop
 SKIP_PARTS = {"__pycache__", ".pytest_cache", ".ipynb_checkpoints"}
-MEASURED_PEAK_MIB = 1400  # benchmarks/gradebook_speed.py --memory: a strict, fresh-cases run of solutions/
+MEASURED_PEAK_MIB = 640  # benchmarks/gradebook_speed.py --memory: a strict, fresh-cases run of solutions/ (PSS)
 
 
 # --------------------------------------------------------------------------- build
@@ -173,6 +173,7 @@ def grade_submission(submission: Path, seed: int, time_limit: float, grade_timeo
         Path(tmp).chmod(0o755)  # the grader's worker may run as an unprivileged user
         staged = stage(submission, Path(tmp) / "submission")
         run = grade(staged.folder, seed, time_limit, grade_timeout)
+        print(run.output_tail[-4000:])  # Gradescope keeps stdout for the instructor (hidden from learners by default)
         notes = []
         if run.stopped_after is not None:
             notes.append(f"The grading run was stopped after {run.stopped_after:g} s; tests it had not reached "
@@ -181,7 +182,6 @@ def grade_submission(submission: Path, seed: int, time_limit: float, grade_timeo
         if report is None:
             notes.append(f"The grader stopped before writing its report (exit status {run.returncode}); "
                          "please tell the course staff.")
-            print(run.output_tail[-4000:])
         elif not report.get("complete"):
             notes.append("The grader stopped before the end; tests it had not reached earn 0.")
         tests = report["tests"] if report else catalogue()

@@ -3,9 +3,10 @@
 # Written into dist/autograder.zip by `make gradescope` (exercises/_grader/gradescope.py build).
 #
 # Raise these Gradescope settings (the assignment's "Configure Autograder" page):
-#   - Memory: 3 GB (the default 768 MB is too little). A run holds torch in the grading process,
-#     in a zygote that starts the workers, and in each worker; --fresh-cases adds workers that run
-#     solutions/. Measured: about @MEMORY@ MiB together at the peak on the course's test machine.
+#   - Memory: 2 GB (the default 768 MB is too tight). A run holds torch in the grading process,
+#     in a zygote that forks the workers, and in each worker; --fresh-cases adds workers that run
+#     solutions/. Measured: @MEMORY@ MiB together at the peak (proportional set sizes summed, Linux,
+#     benchmarks/gradebook_speed.py --memory), before the learner's own tensors.
 #   - CPU: 2.0 (the default 0.5 makes every test several times slower, and a test that passes in
 #     a second at home could reach the grader's @GRADE_TIMEOUT@ s limit per test).
 #   - Autograder timeout: above @TIME_LIMIT@ s, the limit run_autograder gives the whole grading
