@@ -34,8 +34,10 @@ def test_chapter_does_not_show_a_graded_answer(notebook: Path, solution: Path):
                        f"and leave the body to the learner):\n" + "\n".join(lines))
 
 
-def test_every_chapter_with_exercises_is_compared():
-    assert [n.name[:2] for n, _ in PAIRS] == [f"{n:02d}" for n in range(1, 9)]
+def test_every_solution_file_is_compared_with_its_chapter():
+    solutions = sorted(p.name for p in (Path(__file__).resolve().parent.parent / "solutions").glob("ex[0-9][0-9]_*.py"))
+    compared = [solution.name for _, solution in PAIRS]
+    assert compared == solutions, f"solutions without a chapter notebook to compare: {sorted(set(solutions) - set(compared))}"
 
 
 ANSWER = '''
