@@ -110,15 +110,30 @@ def grade_learner(folder: Path, seed: int, time_limit: float, grade_timeout: flo
     return entry
 
 
+def grade_learner_safely(folder: Path, seed: int, time_limit: float, grade_timeout: float | None,
+                         env: dict) -> dict:
+    """``grade_learner``, and a row that says why when even that fails (an unreadable folder, a full disk)."""
+    try:
+        return grade_learner(folder, seed, time_limit, grade_timeout, env)
+    except Exception as exc:  # one learner's folder must not stop the class
+        return {"learner": folder.name, "source": str(folder), "seed": seed, "files_digest": "", "found_in": "",
+                "missing": [], "notes": [], "graded_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "run": {"returncode": None, "seconds": 0.0, "stopped_after": None, "output_tail": ""},
+                "report": None, "problems": [one_line(f"could not be graded: {type(exc).__name__}: {exc}", 300)]}
+
+
 def is_current(entry: dict | None, seed: int, digest: str) -> bool:
     """Whether a stored entry graded these very files with this seed (so a rerun can skip it)."""
     return bool(entry) and entry.get("seed") == seed and entry.get("files_digest") == digest
 
 
 def files_digest(folder: Path) -> str:
-    """The digest ``stage`` would compute for ``folder`` (staged into a throwaway folder)."""
-    with tempfile.TemporaryDirectory(prefix="minigpt-gradebook-") as tmp:
-        return stage(folder, Path(tmp) / "files").digest
+    """The digest ``stage`` would compute for ``folder`` (staged into a throwaway folder); "" if it cannot."""
+    try:
+        with tempfile.TemporaryDirectory(prefix="minigpt-gradebook-") as tmp:
+            return stage(folder, Path(tmp) / "files").digest
+    except OSError:
+        return ""
 
 
 # --------------------------------------------------------------------------- the CSV
@@ -205,7 +220,8 @@ def gradebook(submissions: Path, out: Path, jobs: int, seed: int | None, regrade
     for folder in folders:
         stored = _load_json(out / REPORTS / f"{folder.name}.json")
         wanted = regrade is not None and (not regrade or folder.name in regrade)
-        if not wanted and is_current(stored, seed, files_digest(folder)):
+        digest = "" if wanted or not stored else files_digest(folder)
+        if digest and is_current(stored, seed, digest):
             entries[folder.name] = stored
         else:
             todo.append(folder)
@@ -217,7 +233,7 @@ def gradebook(submissions: Path, out: Path, jobs: int, seed: int | None, regrade
     bar = _progress(len(todo))
     pool = ThreadPoolExecutor(max_workers=jobs)
     try:
-        futures = {pool.submit(grade_learner, f, seed, time_limit, grade_timeout, env): f for f in todo}
+        futures = {pool.submit(grade_learner_safely, f, seed, time_limit, grade_timeout, env): f for f in todo}
         for future in as_completed(futures):
             entry = future.result()
             _write_atomic(out / REPORTS / f"{entry['learner']}.json", json.dumps(entry, indent=2) + "\n")
