@@ -15,9 +15,9 @@ changes nothing about speed. Three cases, 500 new tokens each:
 - prompt of 1 token, context_length 64: nanoGPT's CPU sampling case, mostly past the window.
 
 Each case runs `repeats` times per mode, interleaved; the medians are quoted. "exact" checks the
-tokens where `minigpt.sampling` claims the plain loop's tokens (while prompt + generated text fits
+tokens where `minigpt.kvcache` claims the plain loop's tokens (while prompt + generated text fits
 in context_length); "past the window" says how many later tokens happen to match the plain loop's
-(they need not: see the docstring of `minigpt.sampling`; with random weights the
+(they need not: see the docstring of `minigpt.kvcache`; with random weights the
 next-token distributions are nearly flat, so the same random draws often pick the same token).
 """
 

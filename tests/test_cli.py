@@ -86,7 +86,7 @@ def test_bpe_and_cl100k_tokenizers(corpus_file, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["train", "--data", "missing.txt"], "no such file 'missing.txt'"),
-    (["train", "--data", "latin1.txt"], "--data 'latin1.txt' is not UTF-8"),
+    (["train", "--data", "latin1.txt"], "latin1.txt' is not UTF-8 text"),
     (["train", "--data", "empty.txt"], "is empty"),
     (["train", "--data", "short.txt"], "at least --context-length + 1 = 17; use more text or a smaller --context-length"),
     (["train", "--d-model", "30", "--num-heads", "4"], "--d-model must be divisible by num_heads=4"),

@@ -284,3 +284,26 @@ def test_rotary_angles_stay_float32_in_a_bfloat16_model():
     assert low.blocks[0].attn._rotary_frequencies(idx.device).dtype == torch.float32
     # bfloat16 keeps ~3 significant digits: logits near 0 agree to about 0.05
     torch.testing.assert_close(low(idx)[0].float(), expected, atol=0.05, rtol=0.05)
+
+
+def test_neighbour_paired_rotary_weights_load_by_reordering_each_heads_rows():
+    """rotary.py's recipe: a model that turns pairs (x[2i], x[2i + 1]) (the RoFormer paper's way)
+    gives the same scores as minigpt's half-split pairs once each head's query and key rows are
+    reordered [0, 2, 4, ..., 1, 3, 5, ...]."""
+    torch.manual_seed(0)
+    T, d = 6, 8
+    q, k = torch.randn(T, d), torch.randn(T, d)
+    positions = torch.arange(T)
+    angles = positions[:, None].float() * 10_000.0 ** (-torch.arange(0, d, 2).float() / d)  # (T, d/2)
+
+    def neighbour_rotary(x):  # pairs (x[2i], x[2i + 1]) turned by angle i
+        even, odd = x[:, 0::2], x[:, 1::2]
+        out = torch.empty_like(x)
+        out[:, 0::2] = even * angles.cos() - odd * angles.sin()
+        out[:, 1::2] = even * angles.sin() + odd * angles.cos()
+        return out
+
+    order = list(range(0, d, 2)) + list(range(1, d, 2))
+    theirs = neighbour_rotary(q) @ neighbour_rotary(k).T
+    ours = apply_rotary(q[:, order], positions) @ apply_rotary(k[:, order], positions).T
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
