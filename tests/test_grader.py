@@ -97,7 +97,7 @@ def _drive(name: str, jobs: list[dict], tmp: Path) -> dict[str, Run]:
     jobs_file = tmp / f"{name}.json"
     jobs_file.write_text(json.dumps(jobs))
     proc = subprocess.run([sys.executable, str(HERE / "run_many.py"), str(jobs_file)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
+                          text=True, timeout=1800)  # a loaded 2-core machine: a limit against a hang, not a speed test
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     runs = {}
     for result, job in zip(json.loads(proc.stdout.strip().splitlines()[-1]), jobs):
@@ -688,3 +688,59 @@ def test_a_worker_cannot_take_all_the_memory(tmp_path):
     """A runaway allocation in the learner's code is a MemoryError in that call, not a machine out of memory."""
     stdout = run_probe(MEMORY_PROBE, tmp_path, timeout=300)
     assert "'ok': False" in stdout and "can't allocate memory" in stdout, stdout[-2000:]
+
+
+REACH_PROBE = r'''
+import json, sys
+from pathlib import Path
+exercises, folder = Path(sys.argv[1]), Path(sys.argv[2])
+sys.path.insert(0, str(exercises))
+from _grader.client import Worker, shared_zygote, start_method
+(folder / "ex06_evaluation.py").write_text(
+    "import sys\n\n\ndef perplexity(loss):\n"
+    "    try:\n        import _grader.oracles\n        grader = 'imported'\n"
+    "    except ImportError as exc:\n        grader = type(exc).__name__\n"
+    "    return repr((sys.path, sorted(n for n in sys.modules if 'grader' in n or n.startswith('test_')), grader))\n")
+worker = Worker(shared_zygote(), folder, "ex06_evaluation", exercises / "test_ex06_evaluation.py")
+worker.begin_test(120)
+answer = worker.run("call", "perplexity", [0.0], {}, "perplexity(0.0)")
+print(json.dumps({"start": start_method(), "walls": worker.walls, "value": answer["value"]}))
+worker.kill()
+'''
+
+
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_no_grader_module_is_reachable_from_learner_code(tmp_path, monkeypatch, start):
+    """The worker's sys.path holds neither exercises/ nor the graded folder, no _grader module is loaded
+    where learner code can take it, and importing one is refused; on Linux the seccomp filter holds."""
+    monkeypatch.setenv("MINIGPT_GRADER_START", start)
+    result = json.loads(run_probe(REACH_PROBE, tmp_path, timeout=300).strip().splitlines()[-1])
+    path, modules, grader = eval(result["value"])  # a repr of plain lists and strings, made by the probe
+    assert result["start"] == start
+    assert str(EXERCISES) not in path and str(tmp_path) not in path, path
+    assert modules == [] and grader == "ImportError", (modules, grader)
+    if sys.platform.startswith("linux"):
+        assert "seccomp" in result["walls"] and "RLIMIT_AS" in result["walls"], result["walls"]
+
+
+def test_the_start_method_is_checked(monkeypatch):
+    sys.path.insert(0, str(EXERCISES))
+    from _grader.client import start_method
+    monkeypatch.setenv("MINIGPT_GRADER_START", "forkserver")
+    with pytest.raises(ValueError, match="MINIGPT_GRADER_START must be one of fork, spawn, got 'forkserver'"):
+        start_method()
+    monkeypatch.setenv("MINIGPT_GRADER_START", "Spawn")
+    assert start_method() == "spawn"
+    monkeypatch.delenv("MINIGPT_GRADER_START")
+    assert start_method() == ("fork" if sys.platform.startswith("linux") else "spawn")
+
+
+def test_unwritten_functions_lists_every_stub_and_a_later_definition_wins(tmp_path):
+    sys.path.insert(0, str(EXERCISES))
+    from _grader.plugin import unwritten_functions
+    assert unwritten_functions(EXERCISES / "ex03_attention.py")[-4:] == [
+        "Head.__init__", "Head.forward", "MultiHeadAttention.__init__", "MultiHeadAttention.forward"]
+    file = tmp_path / "ex09_x.py"
+    file.write_text("def a():\n    raise NotImplementedError\n\n\ndef b(x):\n    if x:\n"
+                    "        raise NotImplementedError('odd x')\n    return 1\n\n\ndef a():\n    return 2\n")
+    assert unwritten_functions(file) == []
