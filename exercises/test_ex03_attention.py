@@ -3,7 +3,7 @@
 References come from PyTorch itself (``F.scaled_dot_product_attention``), run
 in the grader's process on weights the grader chose, plus properties every
 causal attention must have. Your classes run in the worker through the probes
-of ``_cases.py`` (``probe_module``, ``probe_on_another_device``).
+of ``_grader/cases.py`` (``probe_module``, ``probe_on_another_device``).
 """
 
 import pytest

@@ -1,6 +1,6 @@
 """Grader for chapter 8: exercises/ex08_modern.py.
 
-Values are compared with the committed snapshots of ``solutions/`` (``_cases.py``) within the
+Values are compared with the committed snapshots of ``solutions/`` (``_grader/cases.py``) within the
 stated tolerances; the properties (norms kept, scores that depend only on m - n, an offset that is
 a slice of the whole, scale invariance, singular values near 1) are computed here, in the grader's
 process, from what the learner's functions return.

@@ -1,7 +1,7 @@
 """The pytest side of a worker: start it, send it requests, kill it at the time limit.
 
 One :class:`Worker` per chapter runs that chapter's learner file in its own
-Python process (``_worker.py``). A request waits at most until the current
+Python process (``worker.py``). A request waits at most until the current
 test's deadline; past it the worker and everything it started are killed
 with SIGKILL, the test is recorded as ``timeout``, and the next test gets a
 fresh worker. A worker that dies (``os._exit``, ``sys.exit`` at import, a

@@ -2,7 +2,7 @@
 
 Every helper raises :class:`GradeFailure` with one or two plain sentences
 (expected shape vs got, the first position where values differ, which
-property broke). ``conftest.py`` prints that message without a traceback.
+property broke). ``plugin.py`` prints that message without a traceback.
 """
 
 from __future__ import annotations

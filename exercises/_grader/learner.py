@@ -177,7 +177,7 @@ class Learner:
         return self._seed_of(case)
 
     def case(self, case: str) -> tuple[Any, Any]:
-        """(the learner's result, the reference result) for a seeded snapshot case of ``_cases.py``."""
+        """(the learner's result, the reference result) for a seeded snapshot case of ``cases.py``."""
         seed = self._seed_of(case)
         got = self._answer("case", case, (seed,), {}, f"the seeded case {case!r} (seed {seed})")["value"]
         return _unmark(got), self._expected_cases(case, seed)

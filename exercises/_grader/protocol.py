@@ -1,7 +1,7 @@
 """How the grader and its worker talk: length-prefixed frames of plain data.
 
-The worker (``_worker.py``) runs the learner's code; the pytest process
-(``_client.py``) holds the assertions. Between them travel only frames of
+The worker (``worker.py``) runs the learner's code; the pytest process
+(``client.py``) holds the assertions. Between them travel only frames of
 plain data: ``None``, bools, ints, floats, strings, lists, tuples, dicts and
 tensors, written with ``torch.save`` and read back with
 ``torch.load(weights_only=True)``, which refuses to build any other object.

@@ -10,7 +10,7 @@ import hook answers every ``exNN_*`` import from the chosen folder and
 nowhere else, and any ``exNN_*`` module already imported from another folder
 is dropped first, so two targets can never be mixed.
 
-Used only where a learner's code may run: in a worker (``_worker.py``) and by
+Used only where a learner's code may run: in a worker (``worker.py``) and by
 ``make_snapshots.py`` on ``solutions/``; the pytest process never imports an
 exercise file.
 """

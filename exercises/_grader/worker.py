@@ -99,7 +99,7 @@ def _guard_against(off_limits: tuple[str, ...], project: str, allow_minigpt: boo
     run's report, a ``.pth`` in site-packages: nothing the exercises need),
     starting or signalling processes. An audit hook cannot be
     removed once added, so this holds whatever the learner's code does (the
-    static checks of ``_integrity.py`` report the attempt too). Grading
+    static checks of ``integrity.py`` report the attempt too). Grading
     solutions/ itself may read and import them.
     """
     def inside(path, roots) -> bool:  # realpath: '//x', /proc/self/root/x and symlinks name the same file
