@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import math
 import os
 import sys
@@ -44,11 +47,34 @@ def where(module: str) -> str:
         return str(path)
 
 
+class _FromSource(importlib.machinery.SourceFileLoader):
+    """Compiles a learner's file from its text at every import: no ``__pycache__`` read or written.
+
+    Python's bytecode cache trusts a source's size and whole-second time, so an edit made within the
+    second that keeps the size would otherwise run the old code.
+    """
+
+    def path_stats(self, path: str) -> dict:
+        raise OSError("a learner's file is always compiled from its source")
+
+
+class _LearnerFiles(importlib.abc.MetaPathFinder):
+    """Finds ``exNN_*`` modules in the learner's folder (before anything on ``sys.path``)."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        file = learner_dir() / f"{name}.py"
+        if not (name[:2] == "ex" and name[2:4].isdigit() and file.is_file()):
+            return None
+        return importlib.util.spec_from_file_location(name, file, loader=_FromSource(name, str(file)))
+
+
 def load(module: str) -> ModuleType:
     """Import the learner's ``module`` afresh, and the earlier chapters' files it imports."""
     folder = str(learner_dir())
     if sys.path[:1] != [folder]:
-        sys.path.insert(0, folder)
+        sys.path.insert(0, folder)  # the learner's own helper modules, if any
+    if not any(isinstance(finder, _LearnerFiles) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _LearnerFiles())
     for name in [n for n in sys.modules if n[:2] == "ex" and n[2:4].isdigit()]:
         del sys.modules[name]  # exNN_* modules: re-read from disk on this import
     importlib.invalidate_caches()

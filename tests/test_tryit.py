@@ -132,6 +132,19 @@ def test_an_edit_is_seen_at_the_next_call_without_restarting(learner, capsys):
     assert "not written yet" in capsys.readouterr().out
 
 
+def test_an_edit_in_the_same_second_is_seen_too(learner, tmp_path, monkeypatch):
+    """Python's bytecode cache checks a source's size and whole-second time: an edit that keeps both must still count."""
+    import os
+
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)  # as on a learner's machine (this one may set it)
+    learner("def double(x):\n    return x * 2\n")
+    stamp = (tmp_path / f"{MODULE}.py").stat().st_mtime_ns
+    assert try_it(MODULE, "double", lambda f: f(5)) == 10
+    learner("def double(x):\n    return x * 3\n")
+    os.utime(tmp_path / f"{MODULE}.py", ns=(stamp, stamp))
+    assert try_it(MODULE, "double", lambda f: f(5)) == 15
+
+
 def test_an_earlier_chapters_file_is_re_read_too(learner, tmp_path):
     """ex91 imports ex90 (as chapter 4 imports chapter 3): an edit of ex90 is seen through ex91."""
     (tmp_path / "ex91_later.py").write_text("from ex90_demo import double\n\n\ndef quadruple(x):\n"
