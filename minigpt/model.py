@@ -159,7 +159,7 @@ class GPT(nn.Module):
         logits = self.lm_head(self.ln_f(x))  # (B, T or 1, vocab_size)
         if targets is None:
             return logits, None
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1).long())
         return logits, loss
 
     def _check_input(self, idx: torch.Tensor, kv_caches: list[KVCache] | None) -> None:
