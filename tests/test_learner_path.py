@@ -1084,6 +1084,20 @@ def test_by_hand_turns_must_list_every_forbidden_call(course):
     assert by_hand_problems(notebook, exercise, rules=(rule,), cases=NO_CASES) == []
 
 
+def test_a_stale_score_table_is_reported(course):
+    """The grading cell's committed output must show the chapter's points and the total as the graders give them."""
+    def graded(table: str) -> list:
+        cell = {"cell_type": "code", "execution_count": 1, "metadata": {}, "source": GRADE,
+                "outputs": [{"output_type": "stream", "name": "stdout", "text": table}]}
+        return GOOD[:7] + [cell]
+
+    today = "chapter   points   passed\n02 batching   0/4   0/4\n\x1b[1mtotal   0/4   0/4\x1b[0m\n"
+    assert grading_output_problems(*course(graded(today))) == []
+    for stale in (today.replace("0/4   0/4\n\x1b", "0/5   0/4\n\x1b"), today.replace("total   0/4", "total   0/99")):
+        problems = grading_output_problems(*course(graded(stale)))
+        assert len(problems) == 1 and "re-execute the chapter" in problems[0], report(problems)
+
+
 def test_tests_are_tied_to_the_pieces_they_exercise(tmp_path):
     grader, names = tmp_path / "test_ex02_batching.py", {"get_batch", "Window"}
     grader.write_text(GRADER)
