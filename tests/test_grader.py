@@ -48,7 +48,7 @@ class Run:
     report: dict | None
 
 
-def _grade(args: list[str], report: Path, timeout: float = 300) -> Run:
+def _grade(args: list[str], report: Path, timeout: float = 1800) -> Run:  # a hang guard, not a speed test
     proc = subprocess.run(PYTEST + args + ["--grade-report", str(report)], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout)
     data = json.loads(report.read_text()) if report.exists() else None
