@@ -154,6 +154,11 @@ def drop_privileges(needed: tuple[str, ...] = ()) -> bool:
     os.setgroups([])
     os.setgid(nobody.pw_gid)
     os.setuid(nobody.pw_uid)
+    if sys.platform.startswith("linux"):  # a change of user clears "die with the parent": set it again
+        try:
+            ctypes.CDLL(None).prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
+        except (OSError, AttributeError):
+            pass
     return True
 
 
