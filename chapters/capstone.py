@@ -15,6 +15,8 @@ stand-in instead.
 
 from __future__ import annotations
 
+import traceback
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -63,6 +65,12 @@ def generate(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, context_l
     return idx
 
 
+def _stub(error: NotImplementedError) -> str:
+    """The function that raised, and its file: ``forward (ex03_attention.py)``."""
+    frame = traceback.extract_tb(error.__traceback__)[-1]
+    return f"{frame.name} in {Path(frame.filename).name} raises NotImplementedError"
+
+
 def build_model(make: Callable[..., nn.Module], vocab_size: int, settings: dict[str, int],
                 seed: int) -> nn.Module:
     """``make(vocab_size, **settings)`` seeded, checked on one token; ``tiny_gpt`` if it needs a piece not written yet."""
@@ -72,7 +80,7 @@ def build_model(make: Callable[..., nn.Module], vocab_size: int, settings: dict[
         model(torch.zeros(1, 1, dtype=torch.long))  # your TinyGPT runs your chapter 3 and 4 pieces
         return model
     except NotImplementedError as error:
-        print(f"TinyGPT: yours needs a piece not written yet ({error or 'NotImplementedError'}): "
+        print(f"TinyGPT: yours needs a piece not written yet ({_stub(error)}): "
               f"using minigpt's GPT")
     torch.manual_seed(seed)
     return tiny_gpt(vocab_size, **settings)
@@ -89,7 +97,7 @@ def guarded(name: str, yours: Callable[..., Any], fallback: Callable[..., Any]) 
             try:
                 return yours(*args, **kwargs)
             except NotImplementedError as error:
-                print(f"{name}: yours calls a piece not written yet ({error or 'NotImplementedError'}): "
+                print(f"{name}: yours calls a piece not written yet ({_stub(error)}): "
                       f"using minigpt's from here on")
                 use[0] = fallback
         return fallback(*args, **kwargs)
