@@ -126,9 +126,16 @@ def public_definitions(tree: ast.Module) -> dict[str, ast.AST]:
             if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and not n.name.startswith("_")}
 
 
+def api_source(exercise: Path) -> Path:
+    """Where an exercise's names and signatures are read: for exercises/, its solution (the stub is made from it,
+    and a learner's clone may hold their own helpers or mistakes in exercises/); else the file itself."""
+    solution = ROOT / "solutions" / exercise.name
+    return solution if exercise.parent == EXERCISES and solution.is_file() else exercise
+
+
 def exercise_api(exercise: Path) -> dict[str, list[str]]:
     """{public name: parameter names} of an exercise file."""
-    tree = ast.parse(exercise.read_text(encoding="utf-8"))
+    tree = ast.parse(api_source(exercise).read_text(encoding="utf-8"))
     return {name: parameters(node) for name, node in public_definitions(tree).items()}
 
 
@@ -297,7 +304,7 @@ def signature_of(node: ast.FunctionDef | ast.ClassDef) -> inspect.Signature:
 
 
 def stub_signatures(exercise: Path) -> dict[str, inspect.Signature]:
-    tree = ast.parse(exercise.read_text(encoding="utf-8"))
+    tree = ast.parse(api_source(exercise).read_text(encoding="utf-8"))
     return {name: signature_of(node) for name, node in public_definitions(tree).items()}
 
 
