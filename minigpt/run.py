@@ -2,8 +2,8 @@
 
 `plan_run` checks what can be checked before any work: the settings, the files, the run folder,
 and reads the checkpoint to resume (once). `execute` then holds the run folder, tokenizes, builds
-the model, hands the checkpoint to the `Trainer` (which alone decides what a resume may change:
-`minigpt.train_state.check_resume`), and only then replaces an earlier run (--overwrite), trains,
+the model, hands the checkpoint to the `Trainer` (what a resume may change is decided in one
+place, `minigpt.train_state.check_resume`, asked by the plan and by `Trainer.resume`), and only then replaces an earlier run (--overwrite), trains,
 saves, plots and samples. Nothing on disk is lost on the way.
 """
 
@@ -24,7 +24,7 @@ from minigpt.model import GPT
 from minigpt.runfolder import CHECKPOINT_NAMES, RunLock, check_run_folder, remove_stale_temp_files
 from minigpt.sampling import default_prompt, sample_text
 from minigpt.tokenizers import train_tokenizer
-from minigpt.train_state import TrainState, check_settings, resumed_config
+from minigpt.train_state import TrainState, check_resume, check_settings, resumed_config
 from minigpt.trainer import Trainer, resolve_device
 
 
@@ -61,7 +61,8 @@ def plan_run(data_options: dict[str, Any], model_options: dict[str, Any],
         check_settings(train_config, GPTConfig(vocab_size=1, **model_options))  # vocab: later
         data = data_source(data_config.data, "--data")
     else:
-        ckpt, train_config, data_config = _plan_resume(resume, data_options, train_options)
+        ckpt, train_config, data_config = _plan_resume(resume, data_options, model_options,
+                                                       train_options)
         data = data_config.data
         out = out if "out" in data_options else ckpt.path.parent
     resolve_device(train_config.device)  # 'cuda' on a machine without CUDA fails here, not later
@@ -71,10 +72,11 @@ def plan_run(data_options: dict[str, Any], model_options: dict[str, Any],
                    replace, progress, ckpt, overwrite)
 
 
-def _plan_resume(resume: str, data_options: dict[str, Any], train_options: dict[str, Any]
-                 ) -> tuple[Checkpoint, TrainConfig, DataConfig]:
+def _plan_resume(resume: str, data_options: dict[str, Any], model_options: dict[str, Any],
+                 train_options: dict[str, Any]) -> tuple[Checkpoint, TrainConfig, DataConfig]:
     """The checkpoint, its training settings with the options on top, and the data settings
-    (the checkpoint's data and val_fraction unless given)."""
+    (the checkpoint's data and val_fraction unless given). The trainer's own resume rules are
+    asked here too, so that a refusal comes before any work (`Trainer.resume` asks them again)."""
     fixed = [name for name in ("tokenizer", "vocab_size") if name in data_options]
     if fixed:
         raise MinigptError(f"--resume keeps the checkpoint's tokenizer; drop "
@@ -88,11 +90,15 @@ def _plan_resume(resume: str, data_options: dict[str, Any], train_options: dict[
                            f"out/ckpt.pt)")
     ckpt = load_checkpoint(resume)
     state = TrainState.from_checkpoint(ckpt)
+    train_config = resumed_config(state, train_options)
+    model_config = GPTConfig.from_dict({**ckpt.config.to_dict(), **model_options})
+    check_settings(train_config, model_config)
+    check_resume(state, train_config, model_config, ckpt.config)
     saved = {key: state.extra[key] for key in ("data", "val_fraction") if key in state.extra}
     data_config = DataConfig(**{**saved, **data_options})
     data_config.data = data_source(data_config.data, "--data" if "data" in data_options else
                                    "the checkpoint's data (give --data to use another file)")
-    return ckpt, resumed_config(state, train_options), data_config
+    return ckpt, train_config, data_config
 
 
 def execute(plan: RunPlan) -> int:
