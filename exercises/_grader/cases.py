@@ -294,6 +294,30 @@ def newton_schulz_outputs(m: ModuleType, seed: int) -> dict:
             "three_steps": m.newton_schulz(_randn(seed + 2, 5, 5), 3)}
 
 
+def shard_batch_outputs(m: ModuleType, seed: int) -> dict:
+    """Chapter 9: a batch from a uint16 array of seeded ids above 32767."""
+    import numpy as np
+
+    ids = torch.randint(40000, 65000, (50,), generator=torch.Generator().manual_seed(seed)).numpy()
+    x, y = m.shard_batch(ids.astype(np.uint16), 3, 4, torch.Generator().manual_seed(seed + 1))
+    return {"x": x, "y": y}
+
+
+def accumulation_outputs(m: ModuleType, seed: int) -> dict:
+    """Chapter 9: one accumulated SGD step of a seeded bigram on two micro-batches."""
+    g = torch.Generator().manual_seed(seed)
+    model = TrainableBigram(8, seed=seed)
+    micro = [(torch.randint(8, (2, 5), generator=g), torch.randint(8, (2, 5), generator=g)) for _ in range(2)]
+    loss = m.accumulation_step(model, torch.optim.SGD(model.parameters(), lr=0.5), micro)
+    return {"loss": loss, "weight": model.logits_table.weight.detach()}
+
+
+def rank_slice_outputs(m: ModuleType, seed: int) -> list:
+    """Chapter 9: a seeded (6, 2) batch split between 3 ranks."""
+    rows = torch.randint(100, (6, 2), generator=torch.Generator().manual_seed(seed))
+    return [m.rank_slice(rows, r, 3).tolist() for r in range(3)]
+
+
 SNAPSHOT_CASES: dict[str, dict[str, Callable[[ModuleType, int], Any]]] = {
     "ex01_tokenization": {
         "bpe_rounds": bpe_rounds,
@@ -305,9 +329,13 @@ SNAPSHOT_CASES: dict[str, dict[str, Callable[[ModuleType, int], Any]]] = {
     "ex07_sampling": {"generated_samples": generated_samples},
     "ex08_modern": {"rotary_outputs": rotary_outputs, "rms_norm_outputs": rms_norm_outputs,
                     "swiglu_outputs": swiglu_outputs, "newton_schulz_outputs": newton_schulz_outputs},
+    "ex09_scale": {"shard_batch_outputs": shard_batch_outputs, "accumulation_outputs": accumulation_outputs,
+                   "rank_slice_outputs": rank_slice_outputs},
 }
 
 # The seed of each case in the committed snapshots.
 CASE_SEEDS = {"bpe_rounds": 0, "pairs_of_random_lists": 1, "merges_of_random_lists": 2, "tinygpt_output": 4,
               "lr_curve": 0, "generated_samples": 11,
-              "rotary_outputs": 80, "rms_norm_outputs": 81, "swiglu_outputs": 82, "newton_schulz_outputs": 83}
+              "rotary_outputs": 80, "rms_norm_outputs": 81, "swiglu_outputs": 82, "newton_schulz_outputs": 83,
+              "shard_batch_outputs": 90, "accumulation_outputs": 91,
+              "rank_slice_outputs": 92}
