@@ -253,7 +253,10 @@ class TrainConfig(Settings):
     weight, it never flips its sign.
     """
 
-    batch_size: int = setting(12, "sequences per step", low=1)
+    batch_size: int = setting(12, "sequences per micro-batch (a step takes grad_accum_steps of them)",
+                              low=1)
+    grad_accum_steps: int = setting(1, "micro-batches per optimizer step: the gradient of a batch "
+                                    "grad_accum_steps times larger, in the memory of one", low=1)
     max_iters: int = setting(2000, "optimizer steps in all", low=1)
     optimizer: str = setting("adamw", "adamw for every weight, or muon for the blocks' weight "
                              "matrices with AdamW for the rest", choices=OPTIMIZERS)

@@ -232,20 +232,26 @@ class Trainer:
                          device=self.device)
 
     def train_step(self) -> float:
-        """The four steps on one batch: forward, loss, backward (on fresh gradients), update.
+        """One optimizer step: forward, loss, backward (on fresh gradients), update.
 
-        Returns the loss; the step counter and the loss history move on by one.
+        With grad_accum_steps = N, the step is made of N micro-batches drawn one after the other
+        from the same generator; each one's loss is divided by N before backward, so `.grad` holds
+        the gradient of the mean over the N * batch_size sequences (the draws of one batch N times
+        larger). Returns that mean loss; the step counter and the loss history move on by one.
         """
         cfg, state = self.config, self.state
         for group, settings in zip(self.optimizer.param_groups, self.group_settings):
             group["lr"] = self._lr(state.step, settings["lr"])  # settings["lr"]: the group's peak
-        x, y = self.get_batch("train")
-        _, loss = self.model(x, y)
-        value = loss.item()
-        if not math.isfinite(value):  # checked before the update, so the weights stay as they were
-            self._diverged(f"the training loss is {value}")
         self.optimizer.zero_grad(set_to_none=True)  # gradients add up unless cleared
-        loss.backward()
+        value = 0.0
+        for _ in range(cfg.grad_accum_steps):
+            x, y = self.get_batch("train")
+            _, loss = self.model(x, y)
+            micro = loss.item()
+            if not math.isfinite(micro):  # checked before the update, so the weights stay as they were
+                self._diverged(f"the training loss is {micro}")
+            (loss / cfg.grad_accum_steps).backward()  # .grad: the sum of loss_i / N, the mean's gradient
+            value += micro / cfg.grad_accum_steps
         if cfg.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.optimizer.step()
