@@ -1,4 +1,4 @@
-"""The `minigpt` command: `minigpt train`, `minigpt sample`, `minigpt evaluate`.
+"""The `minigpt` command: `minigpt train`, `minigpt sample`, `minigpt evaluate`, `minigpt prepare`.
 
 Each option is made from a config field (`--batch-size` is TrainConfig.batch_size), so its type,
 range, default and help are written once; then one call per command. The project's own refusals
@@ -131,7 +131,32 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="val", choices=("val", "train", "all"), help="which "
                           "part of the text: the held-out end (the checkpoint's val_fraction), the "
                           "rest, or all of it [default: %(default)s]")
+    prepare = commands.add_parser("prepare", help="tokenize a text file or a folder of them into token "
+                                  "shards (train.bin, val.bin, meta.json) for very large corpora")
+    prepare.add_argument("source", help="a UTF-8 text file, or a folder: every file under it, in path order")
+    prepare.add_argument("--out", required=True, help="folder to write the shards into (must not hold "
+                         "shards already)")
+    prepare.add_argument("--tokenizer", default="char", choices=("char", "bpe", "cl100k"),
+                         help="characters, SentencePiece BPE trained on the first 10 M characters, or "
+                              "tiktoken's cl100k_base [default: %(default)s]")
+    prepare.add_argument("--vocab-size", type=_parser_for(int), default=512,
+                         help="vocabulary size of --tokenizer bpe [default: %(default)s]")
+    prepare.add_argument("--val-fraction", type=_parser_for(float), default=0.1,
+                         help="share of the bytes, at the end, held out for validation [default: %(default)s]")
+    prepare.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    """Tokenize `source` into shards and print what was written."""
+    from minigpt.shards import prepare, tokenizer_for  # numpy and the writer: only for this command
+    tokenizer = tokenizer_for(args.source, args.tokenizer, args.vocab_size)
+    meta = prepare(args.source, args.out, tokenizer, val_fraction=args.val_fraction,
+                   progress=False if args.no_progress else None)
+    print(f"{args.out}: {meta['tokens']['train']:,} train and {meta['tokens']['val']:,} val tokens "
+          f"({meta['dtype']}, {args.tokenizer} tokenizer of {meta['vocab_size']:,} ids) from "
+          f"{meta['files']} file(s), {meta['bytes']:,} bytes")
+    return 0
 
 
 def _add_checkpoint_and_device(p: argparse.ArgumentParser, default: str) -> None:
@@ -219,7 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         run_train = lambda args: execute(train_plan(args))  # noqa: E731
-        status = {"train": run_train, "sample": run_sample, "evaluate": run_evaluate}[args.command](args)
+        status = {"train": run_train, "sample": run_sample, "evaluate": run_evaluate,
+                  "prepare": run_prepare}[args.command](args)
         sys.stdout.flush()  # here, where a closed pipe is handled, not at exit
         return status
     except MinigptError as error:

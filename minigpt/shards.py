@@ -28,13 +28,14 @@ from tqdm import tqdm
 
 from minigpt.data import check_length, check_whole_number
 from minigpt.errors import MinigptError
-from minigpt.tokenizers import Tokenizer, tokenizer_from_dict
+from minigpt.tokenizers import CharTokenizer, TiktokenTokenizer, Tokenizer, tokenizer_from_dict, train_tokenizer
 
 FORMAT = "minigpt-token-shards"
 VERSION = 1
 META = "meta.json"
 SPLITS = ("train", "val")
 CHUNK_CHARS = 1 << 20  # text tokenized at a time: bounds prepare's memory, whatever the corpus size
+BPE_SAMPLE_CHARS = 10_000_000  # a BPE vocabulary is trained on the corpus's first 10 M characters
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -88,6 +89,32 @@ def read_pieces(files: list[Path], chunk_chars: int = CHUNK_CHARS,
                                f"piece cannot be decoded); save it as UTF-8 first") from None
         except OSError as error:
             raise MinigptError(f"source file {str(file)!r} cannot be read ({error.strerror})") from None
+
+
+def tokenizer_for(source: str | Path, kind: str, vocab_size: int = 512) -> Tokenizer:
+    """A tokenizer of `kind` for the corpus at `source`, built without holding the corpus in memory.
+
+    'char': one streaming pass collects every distinct character. 'bpe': SentencePiece trained on
+    the first BPE_SAMPLE_CHARS characters (the usual practice: a sample is enough for the merges).
+    'cl100k': fixed, nothing to learn.
+    """
+    files = text_files(source)
+    if kind == "char":
+        chars: set[str] = set()
+        for piece, _ in read_pieces(files):
+            chars.update(piece)
+        return CharTokenizer(sorted(chars)) if chars else CharTokenizer.train("")
+    if kind == "bpe":
+        sample, size = [], 0
+        for piece, _ in read_pieces(files):
+            sample.append(piece)
+            size += len(piece)
+            if size >= BPE_SAMPLE_CHARS:
+                break
+        return train_tokenizer("bpe", "".join(sample), vocab_size)
+    if kind == "cl100k":
+        return TiktokenTokenizer()
+    return train_tokenizer(kind, "x")  # refuses the kind by name
 
 
 class _SplitWriter:

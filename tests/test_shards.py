@@ -135,3 +135,30 @@ def test_a_split_read_through_memmap_matches_train_val_split_for_characters(tmp_
     train, _ = train_val_split(torch.tensor(tok.encode(TEXT)))
     n = len(train)
     assert ids_of(shards, "train")[:n] == train.tolist()
+
+
+def test_tokenizer_for_streams_the_vocabulary(tmp_path):
+    from minigpt.shards import tokenizer_for
+    (tmp_path / "a.txt").write_text(TEXT[:500], encoding="utf-8")
+    (tmp_path / "b.txt").write_text("Zebra quiz!\n", encoding="utf-8")
+    assert tokenizer_for(tmp_path, "char").to_dict() == CharTokenizer.train(TEXT[:500] + "Zebra quiz!\n").to_dict()
+    assert tokenizer_for(tmp_path, "cl100k").vocab_size > 2**16
+    with pytest.raises(MinigptError, match="tokenizer must be one of"):
+        tokenizer_for(tmp_path, "words")
+
+
+def test_the_prepare_command(tmp_path):
+    import subprocess
+    import sys
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"part{i}.txt").write_text(TEXT[i * 3000:(i + 1) * 3000], encoding="utf-8")
+    command = [sys.executable, "-m", "minigpt", "prepare", str(folder), "--out", str(tmp_path / "shards")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "train and" in done.stdout and "from 3 file(s)" in done.stdout
+    shards = TokenShards.open(tmp_path / "shards", verify=True)
+    assert shards.tokenizer.decode(ids_of(shards, "train") + ids_of(shards, "val")) == TEXT[:9000]
+    again = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and "already holds token shards" in again.stderr
