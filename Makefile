@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 PIP_OPTIONS ?= $(if $(wildcard .ci/constraints-cpu.txt),--constraint .ci/constraints-cpu.txt)
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check $(PIP_OPTIONS)
 
-.PHONY: demo test test-package test-exercises test-chapters test-tryit grade lab bench clean check-python
+.PHONY: demo test test-package test-exercises test-chapters test-tryit test-tryit-stubs grade lab bench clean check-python
 
 # The oldest Python minigpt runs on: pyproject.toml's requires-python (">=3.11"), written once there.
 PYTHON_FLOOR := $(shell sed -n 's/^requires-python *= *">=\([0-9.]*\)".*/\1/p' pyproject.toml)
@@ -70,10 +70,14 @@ test-exercises: $(VENV)/.dev
 test-chapters: $(VENV)/.dev
 	$(BIN)/python -m pytest --nbval-lax --nbval-current-env chapters/
 
-# Every chapter executed twice, the learner's files swapped for solutions/ (each try-it cell must print
-# "same as minigpt's ...: True") and for fresh stubs ("not written yet"): minutes, so apart from test-package.
+# Every chapter executed with solutions/ as the learner's files: each try-it cell must print "same as
+# minigpt's ...: True" (minutes, so apart from test-package). The run with the stubs is test-chapters'
+# nbval run plus test_tryit's check of the committed outputs; test-tryit-stubs repeats it from fresh stubs.
 test-tryit: $(VENV)/.dev
-	$(BIN)/python -m pytest tests/test_tryit.py --notebooks -m notebooks
+	$(BIN)/python -m pytest tests/test_tryit.py --notebooks -m notebooks -k solutions
+
+test-tryit-stubs: $(VENV)/.dev
+	$(BIN)/python -m pytest tests/test_tryit.py --notebooks -m notebooks -k stubs
 
 ## Grade your own exercises (what a learner runs): all chapters, or one with CHAPTER=02.
 grade: $(VENV)/.dev
