@@ -161,7 +161,12 @@ def prepare(source: str | Path, out_dir: str | Path, tokenizer: Tokenizer, val_f
     if (folder / META).exists():
         raise MinigptError(f"out_dir {str(out_dir)!r} already holds token shards ({META}); "
                            f"choose another folder or delete it first")
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise MinigptError(f"out_dir {str(out_dir)!r} is a file; give a folder") from None
+    except OSError as error:
+        raise MinigptError(f"out_dir {str(out_dir)!r} cannot be made ({error.strerror})") from None
     dtype = token_dtype(tokenizer.vocab_size)
     total_bytes = sum(f.stat().st_size for f in files)
     val_from = int(total_bytes * (1 - val_fraction))  # the first byte that belongs to val

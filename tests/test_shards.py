@@ -101,6 +101,9 @@ def test_bad_input_is_refused_by_name(tmp_path):
     (tmp_path / "one_line.txt").write_text("a single line without a cut", encoding="utf-8")
     with pytest.raises(MinigptError, match="val split came out empty"):
         prepare(tmp_path / "one_line.txt", tmp_path / "o3", CharTokenizer.train("a single line without a cut"))
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(MinigptError, match="is a file; give a folder"):
+        prepare(tmp_path / "c.txt", tmp_path / "a_file", tok)
     prepare(tmp_path / "c.txt", tmp_path / "done", tok, progress=False)
     with pytest.raises(MinigptError, match="already holds token shards"):
         prepare(tmp_path / "c.txt", tmp_path / "done", tok)
