@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from minigpt.checkpoint import Checkpoint, load_checkpoint
+from minigpt.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from minigpt.config import DataConfig, GPTConfig, TrainConfig
 from minigpt.data import check_length, data_source, encode_corpus, load_text, train_val_split
 from minigpt.errors import MinigptError
@@ -88,8 +88,11 @@ def _plan_resume(resume: str, data_options: dict[str, Any], model_options: dict[
     if not Path(resume).exists():
         raise MinigptError(f"--resume: no such file {resume!r} (give a checkpoint, e.g. "
                            f"out/ckpt.pt)")
-    ckpt = load_checkpoint(resume)
-    state = TrainState.from_checkpoint(ckpt)
+    try:  # the message names the option typed, as --checkpoint's do
+        ckpt = load_checkpoint(resume)
+        state = TrainState.from_checkpoint(ckpt)
+    except CheckpointError as error:
+        raise CheckpointError(f"--resume: {str(error).removeprefix('checkpoint: ')}") from None
     train_config = resumed_config(state, train_options)
     model_config = GPTConfig.from_dict({**ckpt.config.to_dict(), **model_options})
     check_settings(train_config, model_config)

@@ -92,7 +92,7 @@ def test_bpe_and_cl100k_tokenizers(corpus_file, tmp_path):
     (["train", "--d-model", "30", "--num-heads", "4"], "--d-model must be divisible by num_heads=4"),
     (["train", "--dropout", "1.5"], "--dropout must be a finite number in [0, 1), got 1.5"),
     (["train", "--resume", "missing.pt"], "--resume: no such file 'missing.pt'"),
-    (["train", "--resume", "garbage.pt"], "is not a minigpt checkpoint (not a torch.save archive"),
+    (["train", "--resume", "garbage.pt"], "--resume: 'garbage.pt' is not a minigpt checkpoint (not a torch.save archive"),
     (["sample", "--checkpoint", "missing.pt"], "no such file"),
     (["sample", "--temperature", "-1"], "--temperature must be a finite number in [0, 100], got -1.0"),
     (["sample", "--top-k", "0"], "--top-k must be a whole number >= 1, got 0"),
