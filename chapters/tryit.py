@@ -71,8 +71,8 @@ class _LearnerFiles(importlib.abc.MetaPathFinder):
 def load(module: str) -> ModuleType:
     """Import the learner's ``module`` afresh, and the earlier chapters' files it imports."""
     folder = str(learner_dir())
-    if sys.path[:1] != [folder]:
-        sys.path.insert(0, folder)  # the learner's own helper modules, if any
+    if folder not in sys.path:  # the learner's own helper modules, if any; last, so that a helper
+        sys.path.append(folder)  # named like Python's own (statistics.py) shadows nothing
     if not any(isinstance(finder, _LearnerFiles) for finder in sys.meta_path):
         sys.meta_path.insert(0, _LearnerFiles())
     for name in [n for n in sys.modules if n[:2] == "ex" and n[2:4].isdigit()]:
@@ -107,7 +107,7 @@ def pick(module: str, name: str, fallback: Any) -> Any:
     try:
         missing = unwritten(module, name)
     except SyntaxError as error:  # the file does not parse: say where, and keep the chapter running
-        print(f"{name}: {where(module)} has a syntax error (line {error.lineno}: {error.msg}): using minigpt's")
+        print(f"{name}: {_syntax(module, error)}: using minigpt's")
         return fallback
     if missing:
         print(f"{name}: not written yet ({', '.join(missing)} in {where(module)}): using minigpt's")
@@ -122,15 +122,41 @@ def pick(module: str, name: str, fallback: Any) -> Any:
     return value
 
 
+def _syntax(module: str, error: SyntaxError) -> str:
+    """Where the learner's file fails to parse (``module``'s, or an earlier chapter's it imports), as one line."""
+    if str(error.filename).endswith(".py"):  # ast.parse says '<unknown>'
+        module = Path(error.filename).stem
+    return f"{where(module)} has a syntax error (line {error.lineno}: {error.msg})"
+
+
+def kind(value: Any) -> Any:
+    """What the cells below rely on: the type, a tensor's shape and dtype, a container's length and items."""
+    if isinstance(value, torch.Tensor):
+        return ("tensor", tuple(value.shape), value.dtype)
+    if isinstance(value, (list, tuple)):
+        return ("sequence", [kind(v) for v in value])  # a tuple for a list is the same, as in `same`
+    if isinstance(value, dict):
+        return ("dict", {k: kind(v) for k, v in value.items()})
+    return "number" if isinstance(value, (int, float)) else type(value).__name__
+
+
 def try_it(module: str, name: str, run: Callable[[Any], Any],
            reference: Callable[[], Any] | None = None) -> Any:
     """Run ``run(your_name)`` and print it beside ``reference()`` (minigpt's); return what the chapter uses.
 
-    Returns your result when it runs, else minigpt's (so the cells below keep working).
+    Returns your result when it runs and is of the kind minigpt's is (type, shape, dtype, length),
+    else minigpt's (so the cells below keep working).
     """
     expected = reference() if reference is not None else None
     try:
-        mine = run(getattr(load(module), name))
+        learners = load(module)
+    except SyntaxError as error:
+        if error.filename is None or not str(error.filename).startswith(str(learner_dir())):
+            raise  # not the learner's file: a bug to see
+        print(f"{name}: {_syntax(module, error)}; the chapter goes on with minigpt's.")
+        return _fallback(expected, reference)
+    try:
+        mine = run(getattr(learners, name))
     except NotImplementedError:
         stubs = unwritten(module, name) or [_raised_in()]
         print(f"{name}: not written yet ({', '.join(stubs)} raises NotImplementedError in "
@@ -146,7 +172,20 @@ def try_it(module: str, name: str, run: Callable[[Any], Any],
         print("minigpt's:")
         show(expected)
         print(f"same as minigpt's (rtol {RTOL:g}, atol {ATOL:g}): {same(mine, expected)}")
+        if kind(mine) != kind(expected):
+            print(f"{name}: yours is not of the kind minigpt's is ({_brief(mine)} where minigpt's is "
+                  f"{_brief(expected)}); the chapter goes on with minigpt's.")
+            return expected
     return mine
+
+
+def _brief(value: Any) -> str:
+    """A value's kind in a few words: ``tensor (2, 3) float32``, ``list of 2``, ``NoneType``."""
+    if isinstance(value, torch.Tensor):
+        return f"tensor {tuple(value.shape)} {str(value.dtype).replace('torch.', '')}"
+    if isinstance(value, (list, tuple, dict)):
+        return f"{type(value).__name__} of {len(value)}"
+    return type(value).__name__
 
 
 def _fallback(expected: Any, reference: Callable[[], Any] | None) -> Any:

@@ -121,6 +121,48 @@ def test_a_written_function_is_shown_beside_minigpts(learner, capsys):
     assert "same as minigpt's (rtol 0.0001, atol 1e-05): False" in capsys.readouterr().out
 
 
+def test_a_file_that_does_not_parse_gets_one_line_and_minigpts_result(learner, capsys):
+    learner("def double(x)\n    return 2 * x\n")  # the colon forgotten
+    got = try_it(MODULE, "double", lambda f: f(3), reference=lambda: 6)
+    captured = capsys.readouterr()
+    assert got == 6 and "Traceback" not in captured.err
+    assert f"{MODULE}.py has a syntax error (line 1: expected ':'); the chapter goes on" in captured.out
+    assert pick(MODULE, "double", "fallback") == "fallback"
+    assert f"{MODULE}.py has a syntax error (line 1: expected ':'): using minigpt's" in capsys.readouterr().out
+
+
+def test_a_result_of_another_kind_hands_on_minigpts(learner, capsys):
+    """A stub-like forward (None), a str for a list, another shape: the cells below get minigpt's."""
+    learner('''
+        import torch
+        def none(x):
+            pass
+        def text(x):
+            return "ab"
+        def row(x):
+            return torch.zeros(1, 3)
+        def other_values(x):
+            return torch.ones(3)
+    ''')
+    x = torch.zeros(3)
+    assert try_it(MODULE, "none", lambda f: f(x), reference=lambda: x) is x
+    assert "yours is not of the kind minigpt's is (NoneType where minigpt's is tensor (3,) float32)" in capsys.readouterr().out
+    assert try_it(MODULE, "text", lambda f: f(x), reference=lambda: [0, 1]) == [0, 1]
+    assert "(str where minigpt's is list of 2)" in capsys.readouterr().out
+    assert try_it(MODULE, "row", lambda f: f(x), reference=lambda: x) is x
+    assert "(tensor (1, 3) float32 where minigpt's is tensor (3,) float32)" in capsys.readouterr().out
+    assert torch.equal(try_it(MODULE, "other_values", lambda f: f(x), reference=lambda: x), torch.ones(3))
+    assert "not of the kind" not in capsys.readouterr().out  # same kind, other numbers: the learner's
+
+
+def test_a_learner_helper_named_like_pythons_own_module_shadows_nothing(learner, tmp_path):
+    (tmp_path / "statistics.py").write_text("raise RuntimeError('the learner helper was imported')\n")
+    learner("import statistics\n\ndef mean(xs):\n    return statistics.fmean(xs)\n")
+    sys.modules.pop("statistics", None)
+    assert try_it(MODULE, "mean", lambda f: f([1.0, 3.0])) == 2.0
+    assert sys.modules["statistics"].__file__ != str(tmp_path / "statistics.py")
+
+
 def test_an_edit_is_seen_at_the_next_call_without_restarting(learner, capsys):
     """Same size, same second: a stale cached module or bytecode would give the old answer."""
     learner("def double(x):\n    return x * 2\n")
