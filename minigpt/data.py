@@ -15,6 +15,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from minigpt.errors import MinigptError
@@ -152,11 +153,16 @@ def get_batch(data: torch.Tensor, batch_size: int, context_length: int,
               device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """`batch_size` random windows of the ids: inputs `x` and targets `y`, both (batch_size, context_length).
 
+    `data` is a 1-D tensor of ids, or a 1-D NumPy array of them (token shards mapped from disk,
+    `minigpt.shards`): the same generator draws the same windows from either.
+
     y is x shifted one to the left, so position t of each row is one training example: predict
     y[:, t] from x[:, :t + 1].
     """
     check_whole_number("batch_size", batch_size)
     check_whole_number("context_length", context_length)
+    if isinstance(data, np.ndarray) and data.ndim == 1 and np.issubdtype(data.dtype, np.integer):
+        return _array_batch(data, batch_size, context_length, generator, device)
     if not (isinstance(data, torch.Tensor) and data.dim() == 1 and not data.is_floating_point()
             and data.dtype != torch.bool):
         found = (f"shape {tuple(data.shape)} and dtype {data.dtype}"
@@ -168,6 +174,20 @@ def get_batch(data: torch.Tensor, batch_size: int, context_length: int,
     offsets = torch.arange(context_length)  # (T,)
     x = data[starts[:, None] + offsets]      # (B, T)
     y = data[starts[:, None] + offsets + 1]  # (B, T)
+    if torch.device(device).type == "cuda":
+        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+    return x.to(device), y.to(device)
+
+
+def _array_batch(data: np.ndarray, batch_size: int, context_length: int,
+                 generator: torch.Generator | None, device: str | torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """`get_batch` on a 1-D NumPy array of ids (an `np.memmap` of token shards): the same draws,
+    and only the windows are read (the ids become int64 here, as the embedding wants)."""
+    check_length(data, context_length)
+    starts = torch.randint(len(data) - context_length, (batch_size,), generator=generator)  # (B,)
+    positions = starts.numpy()[:, None] + np.arange(context_length + 1)  # (B, T + 1)
+    window = torch.from_numpy(data[positions].astype(np.int64))  # (B, T + 1): the only ids read
+    x, y = window[:, :-1].contiguous(), window[:, 1:].contiguous()  # (B, T) each
     if torch.device(device).type == "cuda":
         return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
     return x.to(device), y.to(device)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from minigpt.checkpoint import Checkpoint, CheckpointError, load_checkpoint
@@ -23,6 +24,7 @@ from minigpt.errors import MinigptError
 from minigpt.model import GPT
 from minigpt.runfolder import CHECKPOINT_NAMES, RunLock, check_run_folder, remove_stale_temp_files
 from minigpt.sampling import default_prompt, sample_text
+from minigpt.shards import TokenShards
 from minigpt.tokenizers import train_tokenizer
 from minigpt.train_state import TrainState, check_resume, check_settings, resumed_config
 from minigpt.trainer import Trainer, resolve_device
@@ -32,8 +34,8 @@ from minigpt.trainer import Trainer, resolve_device
 class RunPlan:
     """A checked `minigpt train` run: nothing in it can fail for a reason known before the work."""
 
-    data: str                                  # 'shakespeare' or an absolute path
-    text: str = field(repr=False)              # the corpus, read and checked (UTF-8, not empty)
+    data: str                                  # 'shakespeare' or an absolute path (a file, or token shards)
+    text: str | None = field(repr=False)       # the corpus, read and checked; None for token shards
     data_config: DataConfig
     train_config: TrainConfig
     model_options: dict[str, Any]              # the GPTConfig fields given
@@ -59,7 +61,7 @@ def plan_run(data_options: dict[str, Any], model_options: dict[str, Any],
     if resume is None:
         train_config = TrainConfig(**train_options)
         check_settings(train_config, GPTConfig(vocab_size=1, **model_options))  # vocab: later
-        data = data_source(data_config.data, "--data")
+        data = _data_source(data_config.data, "--data")
     else:
         ckpt, train_config, data_config = _plan_resume(resume, data_options, model_options,
                                                        train_options)
@@ -68,8 +70,19 @@ def plan_run(data_options: dict[str, Any], model_options: dict[str, Any],
     resolve_device(train_config.device)  # 'cuda' on a machine without CUDA fails here, not later
     replace = check_run_folder(out, ckpt.path if ckpt else None, overwrite)
     name = "--data" if "data" in data_options or ckpt is None else "the checkpoint's data"
-    return RunPlan(data, load_text(data, name), data_config, train_config, model_options, out,
+    text = None if is_shards(data) else load_text(data, name)  # shards stay on disk
+    return RunPlan(data, text, data_config, train_config, model_options, out,
                    replace, progress, ckpt, overwrite)
+
+
+def is_shards(source: str) -> bool:
+    """Whether `source` is a folder of token shards (written by `minigpt prepare`)."""
+    return Path(source).is_dir() and (Path(source) / "meta.json").is_file()
+
+
+def _data_source(source: str, name: str) -> str:
+    """A folder of token shards (its absolute path), else what `data_source` accepts."""
+    return str(Path(source).resolve()) if source and is_shards(source) else data_source(source, name)
 
 
 def _plan_resume(resume: str, data_options: dict[str, Any], model_options: dict[str, Any],
@@ -99,7 +112,7 @@ def _plan_resume(resume: str, data_options: dict[str, Any], model_options: dict[
     check_resume(state, train_config, model_config, ckpt.config)
     saved = {key: state.extra[key] for key in ("data", "val_fraction") if key in state.extra}
     data_config = DataConfig(**{**saved, **data_options})
-    data_config.data = data_source(data_config.data, "--data" if "data" in data_options else
+    data_config.data = _data_source(data_config.data, "--data" if "data" in data_options else
                                    "the checkpoint's data (give --data to use another file)")
     return ckpt, train_config, data_config
 
@@ -118,24 +131,27 @@ def execute(plan: RunPlan) -> int:
 
 def _train(plan: RunPlan) -> int:
     text, ckpt = plan.text, plan.resume
+    shards = TokenShards.open(plan.data) if text is None else None
     if ckpt is not None:
         tokenizer = ckpt.tokenizer
         model_config = GPTConfig.from_dict({**ckpt.config.to_dict(), **plan.model_options})
+    elif shards is not None:
+        tokenizer = shards.tokenizer  # the one the shards were made with
+        model_config = GPTConfig(vocab_size=tokenizer.vocab_size, **plan.model_options)
     else:
         kind = plan.data_config.tokenizer
         print(f"training a {kind} tokenizer on {len(text):,} characters ...")
         tokenizer = train_tokenizer(kind, text, plan.data_config.vocab_size)
         model_config = GPTConfig(vocab_size=tokenizer.vocab_size, **plan.model_options)
+    if shards is not None:
+        train_data, val_data = _shard_splits(plan, shards, tokenizer)
+        text = tokenizer.decode(np.asarray(train_data[:1000]).tolist())  # for the default prompt
+    else:
+        train_data, val_data = _encoded_splits(plan, text, tokenizer)
     prompt = default_prompt(tokenizer, text)
-    try:
-        data = encode_corpus(text, tokenizer)
-    except ValueError as error:  # a resume on another text, with characters the checkpoint never saw
-        raise MinigptError(f"--data {plan.data!r} does not fit the checkpoint's tokenizer: "
-                           f"{error}") from None
-    train_data, val_data = train_val_split(data, plan.data_config.val_fraction)
     for name, split in (("the training split", train_data), ("the validation split", val_data)):
         check_length(split, model_config.context_length, name, "--context-length")
-    print(f"data: {plan.data} -> {len(data):,} tokens ({len(train_data):,} train, "
+    print(f"data: {plan.data} -> {len(train_data) + len(val_data):,} tokens ({len(train_data):,} train, "
           f"{len(val_data):,} val), vocabulary of {tokenizer.vocab_size:,}")
     config = plan.train_config
     torch.manual_seed(config.seed)  # the model's initial weights
@@ -171,3 +187,21 @@ def _train(plan: RunPlan) -> int:
                              seed=config.seed, temperature=0.8)
         print("sample:\n" + sample)
     return 0
+
+
+def _encoded_splits(plan: RunPlan, text: str, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+    """The text's ids, in memory, cut into train and val."""
+    try:
+        data = encode_corpus(text, tokenizer)
+    except ValueError as error:  # a resume on another text, with characters the checkpoint never saw
+        raise MinigptError(f"--data {plan.data!r} does not fit the checkpoint's tokenizer: "
+                           f"{error}") from None
+    return train_val_split(data, plan.data_config.val_fraction)
+
+
+def _shard_splits(plan: RunPlan, shards: TokenShards, tokenizer) -> tuple[np.ndarray, np.ndarray]:
+    """The shards' train and val ids, mapped from disk (their own split; --val-fraction is prepare's)."""
+    if tokenizer.to_dict() != shards.tokenizer.to_dict():
+        raise MinigptError(f"--data {plan.data!r}: its shards were made with another tokenizer than "
+                           f"the checkpoint's; prepare them with the checkpoint's tokenizer")
+    return shards.splits["train"], shards.splits["val"]

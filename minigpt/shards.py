@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from minigpt.data import check_length, check_whole_number
+from minigpt.data import check_whole_number, get_batch
 from minigpt.errors import MinigptError
 from minigpt.tokenizers import CharTokenizer, TiktokenTokenizer, Tokenizer, tokenizer_from_dict, train_tokenizer
 
@@ -251,16 +251,9 @@ def memmap_batch(tokens: np.ndarray, batch_size: int, context_length: int,
                  generator: torch.Generator | None = None,
                  device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """Windows of a 1-D array of ids (a memmap: only the rows drawn are read), as `get_batch` draws them."""
-    check_whole_number("batch_size", batch_size)
-    check_whole_number("context_length", context_length)
-    check_length(tokens, context_length)  # len() of an array works as of a tensor
-    starts = torch.randint(len(tokens) - context_length, (batch_size,), generator=generator)  # (B,)
-    rows = starts.numpy()[:, None] + np.arange(context_length + 1)  # (B, T + 1) positions
-    window = torch.from_numpy(tokens[rows].astype(np.int64))  # (B, T + 1): the only bytes read
-    x, y = window[:, :-1], window[:, 1:]  # (B, T) each; y is x shifted by one
-    if torch.device(device).type == "cuda":
-        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
-    return x.contiguous().to(device), y.contiguous().to(device)
+    if not (isinstance(tokens, np.ndarray) and tokens.ndim == 1):
+        raise MinigptError(f"tokens must be a 1-D NumPy array of ids, got {type(tokens).__name__}")
+    return get_batch(tokens, batch_size, context_length, generator, device)
 
 
 def file_sha256(path: str | Path, block: int = 1 << 22) -> str:

@@ -151,7 +151,8 @@ class Trainer:
         context_length, vocab_size = model.config.context_length, model.config.vocab_size
         for name, data in (("the training split", train_data), ("the validation split", val_data)):
             check_length(data, context_length, name)
-            check_token_ids(data, vocab_size, name)  # once here, not in every forward pass
+            if isinstance(data, torch.Tensor):  # token shards' ids were made by their own tokenizer
+                check_token_ids(data, vocab_size, name)  # once here, not in every forward pass
         check_settings(config, model.config)
         self.model, self.tokenizer, self.config = model, tokenizer, config
         self.splits = {"train": train_data, "val": val_data}

@@ -165,3 +165,39 @@ def test_the_prepare_command(tmp_path):
     assert shards.tokenizer.decode(ids_of(shards, "train") + ids_of(shards, "val")) == TEXT[:9000]
     again = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "already holds token shards" in again.stderr
+
+
+def test_training_on_shards_equals_training_on_the_same_ids_in_memory(tmp_path, tiny_config):
+    from minigpt import GPT, TrainConfig, Trainer
+    (tmp_path / "c.txt").write_text(TEXT, encoding="utf-8")
+    tok = CharTokenizer.train(TEXT)
+    prepare(tmp_path / "c.txt", tmp_path / "s", tok, progress=False)
+    shards = TokenShards.open(tmp_path / "s")
+    config = TrainConfig(batch_size=4, grad_accum_steps=2, max_iters=5, warmup_iters=1, eval_interval=5,
+                         eval_iters=2, seed=3, device="cpu")
+    weights = []
+    for splits in ([shards.splits["train"], shards.splits["val"]],
+                   [torch.tensor(ids_of(shards, s)) for s in ("train", "val")]):
+        torch.manual_seed(0)
+        model = GPT(tiny_config.__class__(**{**tiny_config.to_dict(), "vocab_size": tok.vocab_size}))
+        result = Trainer(model, tok, *splits, config, progress=False).run()
+        weights.append((model.state_dict(), result.history[-1]))
+    (disk, disk_last), (memory, memory_last) = weights
+    assert all(torch.equal(disk[name], memory[name]) for name in disk)  # the same batches, bit for bit
+    assert disk_last == memory_last
+
+
+def test_minigpt_train_reads_a_shard_folder_and_resumes_from_it(tmp_path):
+    import subprocess
+    import sys
+    (tmp_path / "c.txt").write_text(TEXT * 3, encoding="utf-8")
+    run = lambda *args: subprocess.run([sys.executable, "-m", "minigpt", *args], capture_output=True, text=True,
+                                       timeout=180, cwd=tmp_path)
+    assert run("prepare", "c.txt", "--out", "sh", "--no-progress").returncode == 0
+    small = ["--context-length", "16", "--d-model", "16", "--num-heads", "2", "--num-blocks", "1",
+             "--batch-size", "2", "--eval-iters", "1", "--warmup-iters", "1", "--sample-tokens", "5"]
+    first = run("train", "--data", "sh", "--max-iters", "4", "--eval-interval", "2", "--out", "run", *small)
+    assert first.returncode == 0, first.stderr
+    assert "data: " in first.stdout and "train, " in first.stdout and (tmp_path / "run" / "ckpt.pt").exists()
+    again = run("train", "--resume", "run/ckpt.pt", "--max-iters", "6")
+    assert again.returncode == 0 and "done at step 6" in again.stdout, again.stderr
