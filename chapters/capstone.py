@@ -77,13 +77,24 @@ def build_model(make: Callable[..., nn.Module], vocab_size: int, settings: dict[
     torch.manual_seed(seed)
     try:
         model = make(vocab_size, **settings)
-        model(torch.zeros(1, 1, dtype=torch.long))  # your TinyGPT runs your chapter 3 and 4 pieces
-        return model
+        out = model(torch.zeros(1, 1, dtype=torch.long))  # your TinyGPT runs your chapter 3 and 4 pieces
+        if _is_logits_and_loss(out, vocab_size):
+            return model
+        print(f"TinyGPT: yours returned {type(out).__name__} for a (1, 1) input where "
+              f"(logits (1, 1, {vocab_size}), loss) was expected: using minigpt's GPT")
     except NotImplementedError as error:
         print(f"TinyGPT: yours needs a piece not written yet ({_stub(error)}): "
               f"using minigpt's GPT")
+    except Exception as error:  # the learner's own bug: one line, and the capstone goes on
+        print(f"TinyGPT: yours raised {type(error).__name__}: {error}: using minigpt's GPT")
     torch.manual_seed(seed)
     return tiny_gpt(vocab_size, **settings)
+
+
+def _is_logits_and_loss(out: Any, vocab_size: int) -> bool:
+    """A forward's result has the course's form: ``(logits (1, 1, vocab_size), loss)``."""
+    return (isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], torch.Tensor)
+            and tuple(out[0].shape) == (1, 1, vocab_size))
 
 
 def guarded(name: str, yours: Callable[..., Any], fallback: Callable[..., Any]) -> Callable[..., Any]:

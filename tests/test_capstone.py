@@ -100,3 +100,32 @@ def test_capstone_with_solutions_reaches_minigpts_val_loss(monkeypatch, empty_le
     print(f"capstone val loss: solutions {last:.4f}, minigpt's pieces {reference:.4f} (from {first:.4f})")
     for run in (yours, theirs):  # generate wrote 300 new characters after the 7-character prompt
         assert tuple(run["written"].shape) == (1, 7 + 300)
+
+
+def test_a_learners_model_of_the_wrong_form_or_that_raises_is_replaced_with_one_line(capsys, monkeypatch):
+    """A TinyGPT whose forward returns None, or raises its own error, costs one line, not the section."""
+    import sys
+
+    import torch.nn as nn
+
+    monkeypatch.syspath_prepend(str(ROOT / "chapters"))
+    sys.modules.pop("capstone", None)
+    from capstone import build_model
+
+    class ReturnsNothing(nn.Module):
+        def __init__(self, vocab_size, **settings):
+            super().__init__()
+            self.head = nn.Linear(2, vocab_size)
+
+        def forward(self, idx, targets=None):
+            return None
+
+    class Raises(ReturnsNothing):
+        def forward(self, idx, targets=None):
+            raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    settings = dict(context_length=8, d_model=16, num_heads=2, num_blocks=1)
+    for learner_class, said in ((ReturnsNothing, "returned NoneType"), (Raises, "raised RuntimeError")):
+        model = build_model(learner_class, 10, settings, seed=0)
+        out = capsys.readouterr().out
+        assert not isinstance(model, learner_class) and said in out and "using minigpt's GPT" in out, out
