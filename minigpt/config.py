@@ -298,8 +298,9 @@ class TrainConfig(Settings):
 class DataConfig(Settings):
     """What `minigpt train` reads and where it writes: the options beyond the model and training."""
 
-    data: str = setting("shakespeare", "'shakespeare' (built in) or the path of a UTF-8 text "
-                        "file; with --resume, the checkpoint's")
+    data: str = setting("shakespeare", "'shakespeare' (built in), the path of a UTF-8 text "
+                        "file, or a folder of token shards (minigpt prepare); with --resume, the "
+                        "checkpoint's")
     tokenizer: str = setting("char", "characters, SentencePiece BPE trained on the corpus, or "
                              "tiktoken's cl100k_base", choices=TOKENIZER_KINDS)
     vocab_size: int = setting(512, "vocabulary size of --tokenizer bpe", low=1)
