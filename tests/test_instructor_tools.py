@@ -180,8 +180,9 @@ def _expand_make(command: str, env: dict) -> list[str]:
     """The commands ``make`` runs for ``command`` (``make -n``), the venv's set-up stamps taken as made."""
     args = command.split()
     assert args[0] == "make"
-    proc = _run(["make", "-n", "-o", ".venv/bin/python", "-o", ".venv/.base", "-o", ".venv/.dev", *args[1:]], env=env,
-                timeout=60)
+    env = {k: v for k, v in env.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}  # under CI's make
+    proc = _run(["make", "-n", "--no-print-directory", "-o", ".venv/bin/python", "-o", ".venv/.base",
+                 "-o", ".venv/.dev", *args[1:]], env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr
     return [line for line in proc.stdout.splitlines() if line.strip()]
 
