@@ -103,9 +103,9 @@ def _plan_resume(resume: str, data_options: dict[str, Any], model_options: dict[
                            f"out/ckpt.pt)")
     try:  # the message names the option typed, as --checkpoint's do
         ckpt = load_checkpoint(resume)
-        state = TrainState.from_checkpoint(ckpt)
     except CheckpointError as error:
         raise CheckpointError(f"--resume: {str(error).removeprefix('checkpoint: ')}") from None
+    state = TrainState.from_checkpoint(ckpt)  # its refusals read as Trainer.resume's (one rule, one message)
     train_config = resumed_config(state, train_options)
     model_config = GPTConfig.from_dict({**ckpt.config.to_dict(), **model_options})
     check_settings(train_config, model_config)
