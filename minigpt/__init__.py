@@ -2,7 +2,7 @@
 
     config -> tokenizers -> data (get_batch) -> rotary -> kvcache -> attention -> model (GPT)
          -> evaluate -> checkpoint -> optim -> train_state -> trainer (Trainer, train)
-         -> sampling (generate) -> presets, plotting, runfolder, cli
+         -> sampling (generate) -> presets, plotting, runfolder, options, cli
 
 `from minigpt import GPT` works as usual, but each name is imported from its module on first use
 (PEP 562), so `import minigpt` alone is instant and the `minigpt` command can answer Ctrl-C
@@ -32,8 +32,8 @@ _HOME = {
     "trainer": ["TrainState", "Trainer", "learning_rate", "resolve_device", "train"],
 }
 _MODULE_OF = {name: module for module, names in _HOME.items() for name in names}
-_SUBMODULES = set(_HOME) | {"cli", "optim", "plotting", "presets", "rotary", "runfolder",
-                             "train_state"}
+_SUBMODULES = set(_HOME) | {"cli", "optim", "options", "plotting", "presets", "rotary",
+                             "runfolder", "train_state"}
 
 __all__ = sorted(_MODULE_OF)
 

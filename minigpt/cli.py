@@ -9,93 +9,27 @@ anything else is a bug and shows its traceback.
 from __future__ import annotations
 
 import argparse
-import difflib
 import os
 import signal
 import sys
-from dataclasses import fields
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 
 from minigpt.checkpoint import CheckpointError, load_checkpoint
 from minigpt.config import (DEVICES, ConfigError, DataConfig, GPTConfig, SampleConfig, TrainConfig,
-                            describe, field_default, field_type, is_device_name)
+                            is_device_name)
 from minigpt.errors import MinigptError
 from minigpt.evaluate import evaluate_text
+from minigpt.options import Parser, add_config_options, given, option_name, option_names, parser_for
 from minigpt.presets import PRESETS, describe_presets, with_preset
 from minigpt.run import RunPlan, execute, plan_run
 from minigpt.sampling import default_prompt, sample_text
 from minigpt.trainer import Interrupted, resolve_device
 
 
-def option_name(name: str) -> str:
-    """The command-line spelling of a config field: learning_rate -> --learning-rate."""
-    return "--" + name.replace("_", "-")
-
-
-def _parser_for(kind: type):
-    """Turn the option's text into a value of the field's type, or say what was expected."""
-    def parse(text: str):
-        try:
-            return kind(text)
-        except ValueError:
-            noun = "a whole number" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"must be {noun}, got {text!r}") from None
-    return parse
-
-
-def add_config_options(group, config_class) -> None:
-    """One option per field of `config_class`; default None means "not given" (see `_given`)."""
-    for f in fields(config_class):
-        if not f.metadata.get("option", True):
-            continue
-        kind = field_type(config_class, f)[0]
-        says_allowed = kind in (int, float) or f.metadata.get("allowed")  # argparse lists choices
-        allowed = f"; {describe(config_class, f).removesuffix(' (or None)')}" if says_allowed else ""
-        default = "not set" if field_default(f) is None else field_default(f)
-        help_text = f"{f.metadata['help']}{allowed} [default: {default}]"
-        if kind is bool:
-            group.add_argument(option_name(f.name), action=argparse.BooleanOptionalAction,
-                               default=None, help=help_text)
-        else:
-            group.add_argument(option_name(f.name), default=None, help=help_text,
-                               type=str if kind is str else _parser_for(kind),
-                               choices=f.metadata.get("choices"))
-
-
-def _option_names(config_class) -> list[str]:
-    return [f.name for f in fields(config_class) if f.metadata.get("option", True)]
-
-
-def _given(args: argparse.Namespace, config_class) -> dict[str, Any]:
-    """The options of `config_class` that the user actually gave."""
-    return {n: getattr(args, n) for n in _option_names(config_class) if getattr(args, n, None) is not None}
-
-
-class _Parser(argparse.ArgumentParser):
-    def parse_args(self, args=None, namespace=None):
-        self.typed = list(sys.argv[1:] if args is None else args)
-        return super().parse_args(self.typed, namespace)
-
-    def error(self, message: str) -> None:
-        """One line, like every other error of the command; a mistyped option gets a suggestion."""
-        if "unrecognized arguments: " in message:
-            typed = message.split("unrecognized arguments: ", 1)[1].split()[0].split("=")[0]
-            close = difflib.get_close_matches(typed.replace("_", "-"), self._known_options(), n=1)
-            if close:
-                message += f"; did you mean {close[0]}?"
-        self.exit(2, f"minigpt: error: {message} (see '{self.prog} --help')\n")
-
-    def _known_options(self) -> list[str]:
-        """The options of the command typed (`minigpt train ...`: train's)."""
-        commands = next(a.choices for a in self._actions if isinstance(a, argparse._SubParsersAction))
-        chosen = [commands[t] for t in getattr(self, "typed", []) if t in commands][:1]
-        return [o for p in [self, *chosen] for a in p._actions for o in a.option_strings]
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="minigpt", description="Train a small GPT on text, and sample from it.")
+    parser = Parser(prog="minigpt", description="Train a small GPT on text, and sample from it.")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser(
         "train", help="train a model on a text corpus",
@@ -139,9 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--tokenizer", default="char", choices=("char", "bpe", "cl100k"),
                          help="characters, SentencePiece BPE trained on the first 10 M characters, or "
                               "tiktoken's cl100k_base [default: %(default)s]")
-    prepare.add_argument("--vocab-size", type=_parser_for(int), default=512,
+    prepare.add_argument("--vocab-size", type=parser_for(int), default=512,
                          help="vocabulary size of --tokenizer bpe [default: %(default)s]")
-    prepare.add_argument("--val-fraction", type=_parser_for(float), default=0.1,
+    prepare.add_argument("--val-fraction", type=parser_for(float), default=0.1,
                          help="share of the bytes, at the end, held out for validation [default: %(default)s]")
     prepare.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -171,8 +105,8 @@ def train_plan(args: argparse.Namespace) -> RunPlan:
         raise MinigptError("--preset starts a new run; --resume continues the checkpoint's own "
                            "settings: drop --preset")
     classes = (DataConfig, GPTConfig, TrainConfig)
-    values = with_preset(args.preset, {k: v for cls in classes for k, v in _given(args, cls).items()})
-    data, model, train = ({k: v for k, v in values.items() if k in _option_names(cls)} for cls in classes)
+    values = with_preset(args.preset, {k: v for cls in classes for k, v in given(args, cls).items()})
+    data, model, train = ({k: v for k, v in values.items() if k in option_names(cls)} for cls in classes)
     progress = not args.no_progress and sys.stderr.isatty()
     return plan_run(data, model, train, args.resume, args.overwrite, progress)
 
@@ -194,7 +128,7 @@ PICKING = ("temperature", "top_k", "top_p", "frequency_penalty", "presence_penal
 
 
 def run_sample(args: argparse.Namespace) -> int:
-    options = SampleConfig(**_given(args, SampleConfig))
+    options = SampleConfig(**given(args, SampleConfig))
     ckpt, device = _load(args)
     prompt = args.prompt
     if prompt is None:
