@@ -86,10 +86,6 @@ class WorkerCrashed(Outcome):
     outcome = "crashed"
 
 
-def chapter_number(module: str) -> int:
-    return int(module[2:4])
-
-
 class Zygote:
     """The process that forks workers: torch and the grader's helpers imported once per session."""
 
