@@ -20,7 +20,7 @@ from minigpt.checkpoint import CheckpointError, load_checkpoint
 from minigpt.config import (DEVICES, ConfigError, DataConfig, GPTConfig, SampleConfig, TrainConfig,
                             is_device_name)
 from minigpt.errors import MinigptError
-from minigpt.evaluate import evaluate_text
+from minigpt.evaluate import evaluate_data
 from minigpt.options import Parser, add_config_options, given, option_name, option_names, parser_for
 from minigpt.presets import PRESETS, describe_presets, with_preset
 from minigpt.run import RunPlan, execute, plan_run
@@ -58,13 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--no-cache", action="store_true", help="recompute the whole context each "
                         "step (the plain loop, slower)")
     evaluate = commands.add_parser("evaluate", help="loss, perplexity and bits per character of a "
-                                   "checkpoint over a whole split of a text")
+                                   "checkpoint over a whole split of a text (or of token shards)")
     _add_checkpoint_and_device(evaluate, "out/best.pt")
-    evaluate.add_argument("--data", default=None, help="'shakespeare' or a UTF-8 text file "
-                          "[default: the text the checkpoint was trained on]")
+    evaluate.add_argument("--data", default=None, help="'shakespeare', a UTF-8 text file, or a folder "
+                          "of token shards (minigpt prepare) [default: what the checkpoint was "
+                          "trained on]")
     evaluate.add_argument("--split", default="val", choices=("val", "train", "all"), help="which "
-                          "part of the text: the held-out end (the checkpoint's val_fraction), the "
-                          "rest, or all of it [default: %(default)s]")
+                          "part: the held-out end (the checkpoint's val_fraction; for token shards "
+                          "their own val.bin), the rest, or all of it [default: %(default)s]")
     prepare = commands.add_parser("prepare", help="tokenize a text file or a folder of them into token "
                                   "shards (train.bin, val.bin, meta.json) for very large corpora")
     prepare.add_argument("source", help="a UTF-8 text file, or a folder: every file under it, in path order")
@@ -153,12 +154,13 @@ def run_sample(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    """Print the loss, perplexity and bits per character of a checkpoint on a whole split."""
+    """Print the loss, perplexity and bits per character (or per token, for token shards) of a
+    checkpoint on a whole split."""
     ckpt, device = _load(args)
     if args.data is None and not isinstance(ckpt.train_state.get("data"), str):
         raise MinigptError(f"--checkpoint {args.checkpoint!r} does not say which text it was "
                            f"trained on; give --data")
-    for line in evaluate_text(ckpt.model, ckpt.tokenizer, ckpt.train_state, args.data, args.split,
+    for line in evaluate_data(ckpt.model, ckpt.tokenizer, ckpt.train_state, args.data, args.split,
                               device):
         print(line)
     return 0
