@@ -23,7 +23,8 @@ from minigpt.errors import MinigptError
 from minigpt.evaluate import evaluate_data
 from minigpt.options import Parser, add_config_options, given, option_name, option_names, parser_for
 from minigpt.presets import PRESETS, describe_presets, with_preset
-from minigpt.run import RunPlan, execute, plan_run
+from minigpt.distributed import started_by_torchrun
+from minigpt.run import RunPlan, execute, launch_ranks, plan_run
 from minigpt.sampling import default_prompt, sample_text
 from minigpt.trainer import Interrupted, resolve_device
 
@@ -48,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "(without it, a folder holding ckpt.pt or best.pt is refused)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar (there is none "
                        "when the output is not a terminal: one line per evaluation instead)")
+    train.add_argument("--nproc", type=parser_for(int), default=None, help="train on this many "
+                       "processes (ranks) with DistributedDataParallel, started with torchrun: "
+                       "gloo on the CPU, nccl on GPUs; --grad-accum-steps must be a multiple of it "
+                       "[default: one process]")
     sample = commands.add_parser("sample", help="generate text from a checkpoint")
     _add_checkpoint_and_device(sample, "out/ckpt.pt")
     sample.add_argument("--prompt", default=None, help="text to continue [default: a new line, or "
@@ -110,6 +115,34 @@ def train_plan(args: argparse.Namespace) -> RunPlan:
     data, model, train = ({k: v for k, v in values.items() if k in option_names(cls)} for cls in classes)
     progress = not args.no_progress and sys.stderr.isatty()
     return plan_run(data, model, train, args.resume, args.overwrite, progress)
+
+
+def train(args: argparse.Namespace, argv: list[str]) -> int:
+    """`minigpt train`: here, or on --nproc ranks (torchrun runs this same command on each)."""
+    nproc = args.nproc
+    if nproc is not None and nproc < 1:
+        raise MinigptError(f"--nproc must be a whole number >= 1, got {nproc}")
+    if started_by_torchrun() and nproc is not None and nproc != int(os.environ["WORLD_SIZE"]):
+        raise MinigptError(f"--nproc {nproc}, but torchrun started {os.environ['WORLD_SIZE']} ranks: "
+                           f"drop --nproc under torchrun")
+    plan = train_plan(args)
+    if nproc is not None and nproc > 1 and not started_by_torchrun():
+        return launch_ranks(plan, nproc, _without_nproc(argv))
+    return execute(plan)
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """`argv` less --nproc and its value (torchrun would read --nproc as its own --nproc-per-node)."""
+    kept, skip = [], False
+    for word in argv:
+        name = word.split("=", 1)[0]
+        if skip:
+            skip = False
+        elif len(name) > 3 and "--nproc".startswith(name):  # --nproc, or the short form argparse took
+            skip = "=" not in word
+        else:
+            kept.append(word)
+    return kept
 
 
 def _load(args: argparse.Namespace):
@@ -179,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = None
     try:
         args = build_parser().parse_args(argv)
-        run_train = lambda args: execute(train_plan(args))  # noqa: E731
+        run_train = lambda args: train(args, list(sys.argv[1:] if argv is None else argv))  # noqa: E731
         status = {"train": run_train, "sample": run_sample, "evaluate": run_evaluate,
                   "prepare": run_prepare}[args.command](args)
         sys.stdout.flush()  # here, where a closed pipe is handled, not at exit
@@ -192,7 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             origin = "the preset's or the default" if getattr(args, "preset", None) else "the default or the checkpoint's"
             hint = f" (not given here: {origin} value; give {option} too)" if not_given else ""
             message = f"{option} must be {error.allowed.removesuffix(' (or None)')}, got {error.value!r}{hint}"
-        print(f"minigpt: error: {message}", file=sys.stderr)
+        who = f" (rank {os.environ['RANK']})" if started_by_torchrun() else ""
+        print(f"minigpt: error{who}: {message}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `minigpt sample | head`: the reader has all it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit's flush

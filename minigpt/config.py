@@ -234,6 +234,7 @@ class GPTConfig(Settings):
 DEVICES = "one of auto, cpu, cuda, cuda:N, mps"
 OPTIMIZERS = ("adamw", "muon")
 SCHEDULES = ("cosine", "wsd")
+DTYPES = ("float32", "bfloat16", "float16")
 TOKENIZER_KINDS = ("char", "bpe", "cl100k")
 SEED_RANGE = dict(low=0, high=2**32 - 1)
 
@@ -287,6 +288,11 @@ class TrainConfig(Settings):
     seed: int = setting(1337, "random seed (same seed, same numbers on CPU)", **SEED_RANGE)
     device: str = setting("auto", "where to train; auto picks CUDA, then MPS, then the CPU",
                           allowed=DEVICES)
+    dtype: str = setting("float32", "precision of the forward pass: float32, or bfloat16 / float16 "
+                         "under autocast (weights, optimizer and checkpoints stay float32; float16 "
+                         "with a gradient scaler)", choices=DTYPES)
+    dist_timeout: float = setting(300.0, "seconds a rank waits for the others (torchrun, --nproc) "
+                                  "before the run stops with an error", low=0.0, low_open=True)
 
     def check(self) -> None:
         _require(self.min_lr <= self.learning_rate, "min_lr",

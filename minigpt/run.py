@@ -5,10 +5,16 @@ and reads the checkpoint to resume (once). `execute` then holds the run folder, 
 the model, hands the checkpoint to the `Trainer` (what a resume may change is decided in one
 place, `minigpt.train_state.check_resume`, asked by the plan and by `Trainer.resume`), and only then replaces an earlier run (--overwrite), trains,
 saves, plots and samples. Nothing on disk is lost on the way.
+
+Under torchrun (or `--nproc`), every rank plans the same run and joins the process group
+(`minigpt.distributed`); rank 0 alone holds the run folder, tokenizes a text's vocabulary (the
+others take its tokenizer), prints, plots and samples.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +26,14 @@ import torch
 from minigpt.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from minigpt.config import DataConfig, GPTConfig, TrainConfig
 from minigpt.data import check_length, data_source, encode_corpus, load_text, train_val_split
+from minigpt.distributed import (check_world_size, is_distributed, is_main_process, join_from_env,
+                                 launch, leave, share, started_by_torchrun, world_size)
 from minigpt.errors import MinigptError
 from minigpt.model import GPT
 from minigpt.runfolder import CHECKPOINT_NAMES, RunLock, check_run_folder, remove_stale_temp_files
 from minigpt.sampling import default_prompt, sample_text
 from minigpt.shards import TokenShards
-from minigpt.tokenizers import train_tokenizer
+from minigpt.tokenizers import tokenizer_from_dict, train_tokenizer
 from minigpt.train_state import TrainState, check_resume, check_settings, resumed_config
 from minigpt.trainer import Trainer, resolve_device
 
@@ -68,6 +76,8 @@ def plan_run(data_options: dict[str, Any], model_options: dict[str, Any],
         data = data_config.data
         out = out if "out" in data_options else ckpt.path.parent
     resolve_device(train_config.device)  # 'cuda' on a machine without CUDA fails here, not later
+    if started_by_torchrun():  # every rank finds this, before any of them waits for another
+        check_world_size(train_config.grad_accum_steps, int(os.environ["WORLD_SIZE"]))
     replace = check_run_folder(out, ckpt.path if ckpt else None, overwrite)
     name = "--data" if "data" in data_options or ckpt is None else "the checkpoint's data"
     text = None if is_shards(data) else load_text(data, name)  # shards stay on disk
@@ -117,16 +127,66 @@ def _plan_resume(resume: str, data_options: dict[str, Any], model_options: dict[
     return ckpt, train_config, data_config
 
 
+def say(*args: Any) -> None:
+    """print, on rank 0 only (alone: always)."""
+    if is_main_process():
+        print(*args, flush=True)
+
+
 def execute(plan: RunPlan) -> int:
-    """Hold the run folder, read and tokenize the data, train, save, plot, sample."""
-    with RunLock(plan.out) as lock:
-        if lock.taken_over is not None:
-            print(f"took over the lock of {str(plan.out)!r}, {lock.taken_over}")
-        resume_path = plan.resume.path if plan.resume else None
-        check_run_folder(plan.out, resume_path, plan.overwrite)  # a run may have finished there since
-        for path in remove_stale_temp_files(plan.out, CHECKPOINT_NAMES):
-            print(f"removed {path}, left by an interrupted save")
-        return _train(plan)
+    """Hold the run folder, read and tokenize the data, train, save, plot, sample.
+
+    Under torchrun this process is one rank: it joins the others first, and leaves at the end.
+    """
+    if not started_by_torchrun():
+        with _run_folder(plan):
+            return _train(plan)
+    config = plan.train_config
+    join_from_env(resolve_device(config.device), config.dist_timeout)
+    try:
+        with _run_folder(plan):
+            return _train(plan)
+    finally:
+        leave()
+
+
+def launch_ranks(plan: RunPlan, nproc: int, argv: list[str]) -> int:
+    """`minigpt train --nproc N`: the checked plan's command again, on N ranks under torchrun."""
+    check_world_size(plan.train_config.grad_accum_steps, nproc)
+    device = resolve_device(plan.train_config.device)
+    if device.type == "cuda" and nproc > torch.cuda.device_count():
+        raise MinigptError(f"--nproc {nproc}: this machine has {torch.cuda.device_count()} GPU(s); "
+                           f"run at most that many ranks, or --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise MinigptError(f"--nproc {nproc} needs --device cpu or cuda (torch.distributed has no "
+                           f"backend for {device.type})")
+    return launch(nproc, argv)
+
+
+@contextlib.contextmanager
+def _run_folder(plan: RunPlan):
+    """Rank 0 holds the run folder's lock for the whole run; the other ranks wait for its word."""
+    with contextlib.ExitStack() as stack:
+        problem = None
+        if is_main_process():
+            try:
+                _take_run_folder(plan, stack)
+            except MinigptError as error:
+                problem = error
+        if share(problem is not None):  # rank 0's word (alone: this process's own)
+            raise problem if problem is not None else MinigptError(
+                "rank 0 could not take the run folder (its message says why)")
+        yield
+
+
+def _take_run_folder(plan: RunPlan, stack: contextlib.ExitStack) -> None:
+    lock = stack.enter_context(RunLock(plan.out))
+    if lock.taken_over is not None:
+        print(f"took over the lock of {str(plan.out)!r}, {lock.taken_over}")
+    resume_path = plan.resume.path if plan.resume else None
+    check_run_folder(plan.out, resume_path, plan.overwrite)  # a run may have finished there since
+    for path in remove_stale_temp_files(plan.out, CHECKPOINT_NAMES):
+        print(f"removed {path}, left by an interrupted save")
 
 
 def _train(plan: RunPlan) -> int:
@@ -139,9 +199,7 @@ def _train(plan: RunPlan) -> int:
         tokenizer = shards.tokenizer  # the one the shards were made with
         model_config = GPTConfig(vocab_size=tokenizer.vocab_size, **plan.model_options)
     else:
-        kind = plan.data_config.tokenizer
-        print(f"training a {kind} tokenizer on {len(text):,} characters ...")
-        tokenizer = train_tokenizer(kind, text, plan.data_config.vocab_size)
+        tokenizer = _shared_tokenizer(plan, text)
         model_config = GPTConfig(vocab_size=tokenizer.vocab_size, **plan.model_options)
     if shards is not None:
         train_data, val_data = _shard_splits(plan, shards, tokenizer)
@@ -151,42 +209,57 @@ def _train(plan: RunPlan) -> int:
     prompt = default_prompt(tokenizer, text)
     for name, split in (("the training split", train_data), ("the validation split", val_data)):
         check_length(split, model_config.context_length, name, "--context-length")
-    print(f"data: {plan.data} -> {len(train_data) + len(val_data):,} tokens ({len(train_data):,} train, "
-          f"{len(val_data):,} val), vocabulary of {tokenizer.vocab_size:,}")
+    say(f"data: {plan.data} -> {len(train_data) + len(val_data):,} tokens ({len(train_data):,} train, "
+        f"{len(val_data):,} val), vocabulary of {tokenizer.vocab_size:,}")
     config = plan.train_config
     torch.manual_seed(config.seed)  # the model's initial weights
     model = ckpt.model if ckpt is not None and model_config == ckpt.config else GPT(model_config)
-    print(f"model: {model.num_parameters():,} parameters; {model_config}")
+    say(f"model: {model.num_parameters():,} parameters; {model_config}")
     trainer = Trainer(model, tokenizer, train_data, val_data, config, out_dir=plan.out,
                       progress=plan.progress,
                       extra_state={"data": plan.data, "val_fraction": plan.data_config.val_fraction,
                                    "sample_prompt": prompt})
-    print(f"device: {trainer.device}")
+    ranks = f"; {world_size()} ranks ({torch.distributed.get_backend()})" if is_distributed() else ""
+    say(f"device: {trainer.device}{ranks}")
     if ckpt is not None:
         trainer.resume(ckpt)
-        print(f"resumed from {ckpt.path} at step {trainer.state.step}")
-    for name in plan.replace:  # only now: every check has passed, training starts next
+        say(f"resumed from {ckpt.path} at step {trainer.state.step}")
+    for name in plan.replace if is_main_process() else ():  # only now: every check has passed
         (plan.out / name).unlink(missing_ok=True)
-        print(f"--overwrite: removed the earlier run's {plan.out / name}")
+        say(f"--overwrite: removed the earlier run's {plan.out / name}")
     start = time.perf_counter()
     result = trainer.run()
+    if not is_main_process():  # rank 0 evaluated, saved, and reports
+        return 128 + result.stop_signal if result.stop_signal is not None else 0
     last = result.history[-1]
-    print(f"{'interrupted' if result.interrupted else 'done'} at step {result.step} in "
-          f"{time.perf_counter() - start:.1f} s; last evaluation (step {last['step']}): train loss "
-          f"{last['train']:.4f}, val loss {last['val']:.4f}")
-    print(f"checkpoint: {result.checkpoint or 'none (no step was finished)'}")
+    say(f"{'interrupted' if result.interrupted else 'done'} at step {result.step} in "
+        f"{time.perf_counter() - start:.1f} s; last evaluation (step {last['step']}): train loss "
+        f"{last['train']:.4f}, val loss {last['val']:.4f}")
+    say(f"checkpoint: {result.checkpoint or 'none (no step was finished)'}")
     # imported only now: matplotlib adds about 30 MB, which would otherwise sit through training
     from minigpt.plotting import plot_loss_curves, save_figure
 
     curve = save_figure(plot_loss_curves(result.history, result.train_losses), plan.out / "loss.png")
-    print(f"loss curve: {curve}")
+    say(f"loss curve: {curve}")
     if result.stop_signal is not None:
         return 128 + result.stop_signal
     if plan.data_config.sample_tokens > 0:
         sample = sample_text(model, tokenizer, prompt, plan.data_config.sample_tokens,
-                             seed=config.seed, temperature=0.8)
-        print("sample:\n" + sample)
+                             seed=config.seed, temperature=0.8, device=trainer.device)
+        say("sample:\n" + sample)
     return 0
+
+
+def _shared_tokenizer(plan: RunPlan, text: str):
+    """A tokenizer trained on the text by rank 0 (alone: by this process), the same on every rank."""
+    tokenizer = None
+    if is_main_process():
+        kind = plan.data_config.tokenizer
+        say(f"training a {kind} tokenizer on {len(text):,} characters ...")
+        tokenizer = train_tokenizer(kind, text, plan.data_config.vocab_size)
+    if not is_distributed():
+        return tokenizer
+    return tokenizer_from_dict(share(tokenizer.to_dict() if tokenizer is not None else None))
 
 
 def _encoded_splits(plan: RunPlan, text: str, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:

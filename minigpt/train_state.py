@@ -23,7 +23,8 @@ import torch
 from minigpt.checkpoint import Checkpoint, CheckpointError
 from minigpt.config import ConfigError, GPTConfig, TrainConfig
 
-_OWN_KEYS = ("step", "history", "train_losses", "batch_rng", "torch_rng", "cuda_rng", "train_config")
+_OWN_KEYS = ("step", "history", "train_losses", "scaler", "train_config")
+_RETIRED_KEYS = ("batch_rng", "torch_rng", "cuda_rng")  # random states older files hold: no longer needed
 
 
 @dataclass
@@ -34,9 +35,7 @@ class TrainState:
     step: int = 0
     history: list[dict[str, float]] = field(default_factory=list)  # {'step', 'train', 'val', 'lr'}
     train_losses: list[float] = field(default_factory=list)        # one per optimizer step
-    batch_rng: torch.Tensor | None = None
-    torch_rng: torch.Tensor | None = None
-    cuda_rng: list[torch.Tensor] = field(default_factory=list)
+    scaler: dict[str, Any] | None = None                            # float16's gradient scaler
     train_config: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     optimizer: dict[str, Any] | None = None
@@ -55,7 +54,7 @@ class TrainState:
     def from_checkpoint(cls, ckpt: Checkpoint) -> "TrainState":
         """The state a checkpoint holds, each field checked; CheckpointError names a bad one."""
         values = ckpt.train_state
-        if ckpt.optimizer_state is None or not set(_OWN_KEYS) - {"cuda_rng", "train_config"} <= set(values):
+        if ckpt.optimizer_state is None or not {"step", "history", "train_losses"} <= set(values):
             raise CheckpointError(f"resume: {str(ckpt.path)!r} has no optimizer or training state "
                                   f"(it was saved for sampling only)")
         for key, (allowed, ok) in _CHECKS.items():
@@ -70,23 +69,13 @@ class TrainState:
                                   f"{error}") from None
         own = {key: values[key] for key in _OWN_KEYS if key in values}
         own["history"], own["train_losses"] = list(own["history"]), list(own["train_losses"])
-        extra = {key: value for key, value in values.items() if key not in _OWN_KEYS}
+        extra = {key: value for key, value in values.items()
+                 if key not in _OWN_KEYS + _RETIRED_KEYS}
         return cls(**own, extra=extra, optimizer=ckpt.optimizer_state)
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_rng_state(value: Any) -> bool:
-    """A state that a CPU random-number generator accepts (a uint8 tensor of the right size)."""
-    if not (isinstance(value, torch.Tensor) and value.dtype == torch.uint8):
-        return False
-    try:
-        torch.Generator().set_state(value)
-    except (RuntimeError, ValueError, TypeError):
-        return False
-    return True
 
 
 _CHECKS = {
@@ -96,10 +85,7 @@ _CHECKS = {
                     isinstance(e, dict) and {"step", "val"} <= set(e) and all(map(_is_number, e.values()))
                     for e in v)),
     "train_losses": ("a list of numbers", lambda v: isinstance(v, list) and all(map(_is_number, v))),
-    "batch_rng": ("a random-number generator state", _is_rng_state),
-    "torch_rng": ("a random-number generator state", _is_rng_state),
-    "cuda_rng": ("a list of uint8 tensors", lambda v: isinstance(v, list) and all(
-        isinstance(t, torch.Tensor) and t.dtype == torch.uint8 for t in v)),
+    "scaler": ("a gradient scaler's state (a dict) or None", lambda v: v is None or isinstance(v, dict)),
     "train_config": ("a dict of TrainConfig fields", lambda v: isinstance(v, dict)),
 }
 

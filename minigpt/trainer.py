@@ -11,8 +11,14 @@ no checkpoint with NaN or infinite numbers is ever written.
 What a run needs to continue is a `TrainState`; what a resume may change (the training settings
 but not the model, the optimizer or its groups, and only towards more steps) is decided here once,
 in `check_resume`, for `Trainer.resume` and the `minigpt train --resume` command alike.
-`resolve_device` and `is_main_process` decide things for the whole run, so that a multi-process
-version can change them alone.
+`resolve_device` decides the device for the whole run.
+
+The same loop trains on one process or on several ranks under torchrun (`minigpt.distributed`):
+the model is then wrapped in DistributedDataParallel, each rank runs its share of a step's
+micro-batches, and only rank 0 evaluates, logs and saves. Micro-batch i of step s draws its rows
+and its dropout from a seed made of (seed, s, i), so the numbers do not depend on how many ranks
+share the step, nor on a resume. `dtype` bfloat16 or float16 runs the forward pass under autocast
+(`minigpt.precision`).
 """
 
 from __future__ import annotations
@@ -28,23 +34,27 @@ from typing import Any, Iterator
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm  # the plain text bar: works in a terminal and a notebook alike
 
 from minigpt.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from minigpt.checkpoint import NonFiniteError as _NonFiniteSave
 from minigpt.config import ConfigError, TrainConfig
 from minigpt.data import check_length, get_batch
+from minigpt.distributed import (RankLost, is_distributed, is_main_process, max_over_ranks,
+                                 micro_steps_of_rank, rank, sum_over_ranks, world_size)
 from minigpt.errors import MinigptError
 from minigpt.evaluate import estimate_loss
 from minigpt.model import GPT, check_token_ids
 from minigpt.optim import configure_optimizer  # noqa: F401 (chapter 5 imports it from here)
+from minigpt.precision import autocast, check_dtype, gradient_scaler
 from minigpt.tokenizers import Tokenizer
 from minigpt.train_state import (TrainResult, TrainState, check_resume, check_settings,
                                  resumed_config)
 
 __all__ = ["Trainer", "TrainResult", "TrainState", "NonFiniteError", "Interrupted", "check_resume",
            "check_settings", "resumed_config", "learning_rate", "resolve_device", "is_main_process", "train",
-           "configure_optimizer"]
+           "configure_optimizer", "RankLost"]
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -61,12 +71,6 @@ def resolve_device(name: str = "auto") -> torch.device:
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
-
-
-def is_main_process() -> bool:
-    """True in a single-process run; with torch.distributed, only rank 0 writes files and logs."""
-    dist = torch.distributed
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def learning_rate(step: int, max_lr: float, min_lr: float, warmup_iters: int, max_iters: int,
@@ -109,15 +113,17 @@ class NonFiniteError(MinigptError, RuntimeError):
 
 @dataclass
 class _StopFlag:
-    signum: int | None = None  # the signal that asked to stop, if any
+    signum: int | None = None  # the signal that asked this process to stop, if any
+    agreed: int | None = None  # the signal all ranks stop for, decided together after a step
 
 
 @contextlib.contextmanager
-def _stop_on_signals() -> Iterator[_StopFlag]:
+def _stop_on_signals(abort_on_second: bool = True) -> Iterator[_StopFlag]:
     """Turn the first Ctrl-C or SIGTERM into a request to stop after the current step.
 
     A second one aborts at once (`Interrupted`); an atomic save it cuts short leaves the previous
-    checkpoint as it was.
+    checkpoint as it was. On several ranks a second signal is ignored: torchrun forwards the
+    signal it got, and it kills a rank that has not stopped after 30 seconds itself.
     """
     flag = _StopFlag()
     if threading.current_thread() is not threading.main_thread():
@@ -126,7 +132,9 @@ def _stop_on_signals() -> Iterator[_StopFlag]:
 
     def handler(signum, frame):
         if flag.signum is not None:
-            raise Interrupted(signum)
+            if abort_on_second:
+                raise Interrupted(signum)
+            return
         flag.signum = signum
 
     previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
@@ -158,15 +166,28 @@ class Trainer:
         self.splits = {"train": train_data, "val": val_data}
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.progress = sys.stderr.isatty() if progress is None else progress
-        self.device = resolve_device(config.device)
+        self.device = self._rank_device(resolve_device(config.device))
+        self.my_micro_steps = micro_steps_of_rank(config.grad_accum_steps, rank(), world_size())
+        self.dtype = check_dtype(config.dtype, self.device)
+        self.scaler = gradient_scaler(self.device, self.dtype)
         self.model.to(self.device).train()
+        # on several ranks, DDP averages the gradients inside backward(); alone, the model itself
+        self.step_model = (DistributedDataParallel(model, device_ids=[self.device] if
+                           self.device.type == "cuda" else None) if is_distributed() else model)
         self.optimizer = configure_optimizer(model, config, self.device)
         # each group's peak rate and settings, from the config (a resume keeps them: see `resume`)
         self.group_settings = [{key: value for key, value in group.items() if key != "params"}
                                for group in self.optimizer.param_groups]
-        self.batch_generator = torch.Generator().manual_seed(config.seed)
         self.state = TrainState(train_config=config.to_dict(), extra=dict(extra_state or {}))
         self.result = TrainResult(self.state)
+        self._stop = _StopFlag()
+
+    @staticmethod
+    def _rank_device(device: torch.device) -> torch.device:
+        """On several CUDA ranks, each uses its own GPU (torchrun's LOCAL_RANK)."""
+        if is_distributed() and device.type == "cuda" and device.index is None:
+            return torch.device("cuda", torch.cuda.current_device())
+        return device
 
     # -- resume ---------------------------------------------------------------------------------
 
@@ -185,10 +206,8 @@ class Trainer:
                                   f"this model's optimizer ({error})") from None
         for group, settings in zip(self.optimizer.param_groups, self.group_settings):
             group.update(settings)  # the saved groups hold the old run's weight decay, betas, ...
-        self.batch_generator.set_state(state.batch_rng)
-        torch.set_rng_state(state.torch_rng)
-        if state.cuda_rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state.cuda_rng)
+        if state.scaler and self.scaler.is_enabled():  # float16 then and now: its scale goes on
+            self.scaler.load_state_dict(state.scaler)
         state.train_config, state.extra = self.config.to_dict(), {**state.extra, **self.state.extra}
         self.state = self.result.state = state
 
@@ -198,26 +217,25 @@ class Trainer:
         """Train from the current step to `until` (default: config.max_iters), then save.
 
         Stopping early with `until` leaves the schedule as it is, so a later `run()` (or a resume
-        from the saved checkpoint) continues exactly where this one stopped. A new run's first
-        step seeds torch's generator with config.seed (dropout's random numbers).
+        from the saved checkpoint) continues exactly where this one stopped. A Ctrl-C or SIGTERM
+        stops the run after the current step (on every rank) and saves.
         """
         cfg, state = self.config, self.state
         until = cfg.max_iters if until is None else min(until, cfg.max_iters)
-        if state.step == 0 and not state.history:
-            torch.manual_seed(cfg.seed)
         bar = tqdm(total=cfg.max_iters, initial=state.step, disable=not (self.progress and
                    is_main_process()), desc="training", unit="step", dynamic_ncols=True,
                    mininterval=0.5)
-        with _stop_on_signals() as stop, bar:
-            while state.step < until and stop.signum is None:
+        with _stop_on_signals(abort_on_second=not is_distributed()) as stop, bar:
+            self._stop = stop  # train_step tells the other ranks about it
+            while state.step < until and stop.agreed is None:
                 if state.step % cfg.eval_interval == 0:
                     self._evaluate_and_save(bar)
-                loss = self.train_step()
+                loss = self._step_among_ranks()
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self._lr(state.step - 1):.2e}")
                 if cfg.checkpoint_interval and state.step % cfg.checkpoint_interval == 0:
                     self._save("ckpt.pt")
-            self.result.interrupted, self.result.stop_signal = stop.signum is not None, stop.signum
+            self.result.interrupted, self.result.stop_signal = stop.agreed is not None, stop.agreed
             if state.step % cfg.eval_interval == 0 or state.step == cfg.max_iters:
                 self._evaluate_and_save(bar)
             elif state.step > 0:
@@ -226,39 +244,68 @@ class Trainer:
                 self._save("ckpt.pt")
         return self.result
 
-    def get_batch(self, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
-        """The next (x, y) batch of a split, both (batch_size, context_length), on the device."""
-        return get_batch(self.splits[split], self.config.batch_size,
-                         self.model.config.context_length, generator=self.batch_generator,
-                         device=self.device)
+    def micro_batch(self, step: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Micro-batch `index` of optimizer step `step`: (x, y), both (batch_size, context_length).
+
+        Its rows come from a generator seeded by (seed, step, index), and torch's own generator
+        (dropout) is seeded next to it, so the micro-batch is the same whichever rank runs it and
+        after a resume.
+        """
+        cfg = self.config
+        seed = (cfg.seed * 2**32 + step * cfg.grad_accum_steps + index) * 2 % 2**63
+        torch.manual_seed(seed + 1)  # dropout's random numbers in this micro-batch
+        return get_batch(self.splits["train"], cfg.batch_size, self.model.config.context_length,
+                         generator=torch.Generator().manual_seed(seed), device=self.device)
 
     def train_step(self) -> float:
         """One optimizer step: forward, loss, backward (on fresh gradients), update.
 
-        With grad_accum_steps = N, the step is made of N micro-batches drawn one after the other
-        from the same generator; each one's loss is divided by N before backward, so `.grad` holds
-        the gradient of the mean over the N * batch_size sequences (the draws of one batch N times
-        larger). Returns that mean loss; the step counter and the loss history move on by one.
+        With grad_accum_steps = N, the step is made of N micro-batches (`micro_batch`); each one's
+        loss is divided by N before backward, so `.grad` holds the gradient of the mean over the
+        N * batch_size sequences, that of one batch N times larger. On W ranks each runs N / W of
+        them, dividing by N / W, and DDP averages the W gradients: the same mean. Returns the mean
+        loss; the step counter and the loss history move on by one.
         """
         cfg, state = self.config, self.state
         for group, settings in zip(self.optimizer.param_groups, self.group_settings):
             group["lr"] = self._lr(state.step, settings["lr"])  # settings["lr"]: the group's peak
         self.optimizer.zero_grad(set_to_none=True)  # gradients add up unless cleared
-        value = 0.0
-        for _ in range(cfg.grad_accum_steps):
-            x, y = self.get_batch("train")
-            _, loss = self.model(x, y)
-            micro = loss.item()
-            if not math.isfinite(micro):  # checked before the update, so the weights stay as they were
-                self._diverged(f"the training loss is {micro}")
-            (loss / cfg.grad_accum_steps).backward()  # .grad: the sum of loss_i / N, the mean's gradient
-            value += micro / cfg.grad_accum_steps
+        mine, loss_sum = self.my_micro_steps, torch.zeros((), device=self.device)
+        for n, index in enumerate(mine):
+            x, y = self.micro_batch(state.step, index)
+            last = n == len(mine) - 1  # DDP's all_reduce runs in the last backward() only
+            with contextlib.nullcontext() if last or not is_distributed() else self.step_model.no_sync():
+                with autocast(self.device, self.dtype):
+                    _, loss = self.step_model(x, y)
+                self.scaler.scale(loss / len(mine)).backward()  # .grad: the mean's gradient
+            loss_sum += loss.detach().float()
+        value = sum_over_ranks([loss_sum], self.device)[0] / cfg.grad_accum_steps
+        # any rank asked to stop: all stop after this step (a rank leaving alone would leave the
+        # others waiting in the next step's all_reduce)
+        self._stop.agreed = int(max_over_ranks([self._stop.signum or 0], self.device)[0]) or None
+        if not math.isfinite(value):  # checked before the update, so the weights stay as they were
+            self._diverged(f"the training loss is {value}")
         if cfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
             nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)  # float16: skipped if a gradient overflowed
+        self.scaler.update()
         state.train_losses.append(value)
         state.step += 1
         return value
+
+    def _step_among_ranks(self) -> float:
+        """`train_step`, with a lost rank's error turned into one that says what happened."""
+        try:
+            return self.train_step()
+        except (torch.distributed.DistError, RuntimeError) as error:
+            if not is_distributed() or isinstance(error, MinigptError):
+                raise
+            last = self.result.checkpoint
+            raise RankLost(f"rank {rank()} of {world_size()}: another rank stopped answering "
+                           f"during step {self.state.step} ({str(error).splitlines()[0][:200]}); "
+                           f"{'the last checkpoint (' + str(last) + ') is kept' if last else 'nothing was saved'}; "
+                           f"resume with --resume on any number of ranks") from None
 
     def _lr(self, step: int, peak: float | None = None) -> float:
         """The rate at `step` of a group whose peak is `peak` (default: learning_rate).
@@ -285,21 +332,23 @@ class Trainer:
 
     def _evaluate_and_save(self, bar: tqdm) -> None:
         state = self.state
+        if not is_main_process():
+            return  # rank 0 alone evaluates and saves; the others wait for it in the next step
         if state.history and state.history[-1]["step"] == state.step:
             return  # already evaluated here (a resumed run starts where the last one saved)
         eval_generator = torch.Generator().manual_seed(self.config.seed + 1)  # same batches each time
-        losses = estimate_loss(self.model, self.splits, self.config.eval_iters,
-                               self.config.batch_size, self.model.config.context_length,
-                               generator=eval_generator, device=self.device)
+        with autocast(self.device, self.dtype):
+            losses = estimate_loss(self.model, self.splits, self.config.eval_iters,
+                                   self.config.batch_size, self.model.config.context_length,
+                                   generator=eval_generator, device=self.device)
         for split, value in losses.items():
             if not math.isfinite(value):
                 self._diverged(f"the estimated {split} loss is {value}")
         is_best = losses["val"] < state.best_val
         state.history.append({"step": state.step, "train": losses["train"], "val": losses["val"],
                               "lr": self._lr(state.step)})
-        if is_main_process():
-            bar.write(f"step {state.step:>6}: train loss {losses['train']:.4f}, "
-                      f"val loss {losses['val']:.4f}")
+        bar.write(f"step {state.step:>6}: train loss {losses['train']:.4f}, "
+                  f"val loss {losses['val']:.4f}")
         if state.step > 0:
             # best.pt first: were the ckpt.pt save cut short, a resume starts before this step
             # and evaluates it again, so no best checkpoint is ever skipped.
@@ -311,8 +360,7 @@ class Trainer:
         if self.out_dir is None or not is_main_process():
             return None
         state = self.state
-        state.batch_rng, state.torch_rng = self.batch_generator.get_state(), torch.get_rng_state()
-        state.cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+        state.scaler = self.scaler.state_dict() if self.scaler.is_enabled() else None
         try:
             path = save_checkpoint(self.out_dir / name, self.model, self.tokenizer, self.optimizer,
                                    state.to_dict())

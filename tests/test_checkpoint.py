@@ -159,8 +159,7 @@ def test_remove_stale_temp_files_takes_only_our_leftovers(tmp_path, tiny_model, 
 def _train_state() -> dict:
     """A training state shaped like the trainer's, with one extra key of the caller's."""
     return {"step": 20, "history": [{"step": 0, "train": 4.2, "val": 4.3, "lr": 0.0}],
-            "train_losses": [4.2, 3.9], "batch_rng": torch.Generator().get_state(),
-            "torch_rng": torch.get_rng_state(), "cuda_rng": [],
+            "train_losses": [4.2, 3.9], "scaler": {"scale": 1024.0, "_growth_tracker": 3},
             "train_config": TrainConfig().to_dict(), "data": "/abs/text.txt", "val_fraction": 0.1,
             "note": {"written by": ["a caller", 1]}}
 
@@ -207,7 +206,7 @@ def test_full_round_trip_keeps_the_training_state(full_checkpoint, tiny_model):
     ckpt = load_checkpoint(full_checkpoint)
     state = ckpt.train_state
     assert state["step"] == 20 and state["history"] == _train_state()["history"]
-    assert torch.equal(state["batch_rng"], torch.Generator().get_state())
+    assert state["scaler"] == {"scale": 1024.0, "_growth_tracker": 3}
     assert state["note"] == {"written by": ["a caller", 1]}  # a caller's own keys are kept
     assert set(ckpt.optimizer_state["state"]) == set(range(len(list(tiny_model.parameters()))))
     payload = read_checkpoint(full_checkpoint)
@@ -393,9 +392,7 @@ BAD_TRAIN_STATE = [
     (_set("train_state/history", [{"step": 0}]), r"train_state\['history'\] must be a list of"),
     (_set("train_state/history", [{"step": 0, "val": "low"}]), r"train_state\['history'\] must"),
     (_set("train_state/train_losses", [1.0, None]), r"train_state\['train_losses'\] must be a list"),
-    (_set("train_state/batch_rng", torch.zeros(5056)), r"train_state\['batch_rng'\] must be a rand"),
-    (_set("train_state/torch_rng", torch.zeros(7, dtype=torch.uint8)), r"\['torch_rng'\] must be"),
-    (_set("train_state/cuda_rng", [1]), r"train_state\['cuda_rng'\] must be a list of uint8"),
+    (_set("train_state/scaler", [1024.0]), r"train_state\['scaler'\] must be a gradient scaler's state"),
     (_set("train_state/train_config", {"lr": 1}), r"holds a bad train_config: unknown TrainConfig field"),
     (_set("train_state/train_config/seed", [1]), r"holds a bad train_config: seed must be a whole number"),
 ]

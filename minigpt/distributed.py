@@ -1,0 +1,154 @@
+"""Data-parallel training on PyTorch's own engine: which process this is, how the ranks agree.
+
+`torchrun --standalone --nproc_per_node W -m minigpt train ...` starts W copies of the command
+(the ranks 0 .. W-1) and puts RANK, WORLD_SIZE and a rendezvous address in each one's environment;
+`join_from_env` joins them into one process group: gloo on CPUs, nccl between NVIDIA GPUs, with a
+timeout of seconds on every collective, so that a rank that stops answering makes the others stop
+with a message instead of waiting gloo's default of 30 minutes. `minigpt train --nproc W` starts
+torchrun for the user (`launch`).
+
+The rules of a data-parallel run (`minigpt.trainer` follows them):
+
+- every rank holds the whole model; DistributedDataParallel averages the gradients in backward();
+- the grad_accum_steps micro-batches of a step are shared out, rank r running r, r + W, r + 2W, ...
+  (`micro_steps_of_rank`); micro-batch i of step s is the same rows whoever runs it, so a run's
+  data and result do not depend on W, and a run stopped on two ranks resumes on one;
+- only rank 0 writes: the run folder's lock, the log, evaluations, checkpoints (`is_main_process`);
+- once per step the ranks sum their losses (`sum_over_ranks`) and share their wish to stop
+  (`max_over_ranks`), so all of them see the same loss and stop after the same step.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import signal
+import subprocess
+import sys
+from typing import Any, Sequence
+
+import torch
+import torch.distributed as dist
+
+from minigpt.config import ConfigError
+from minigpt.errors import MinigptError
+
+
+class RankLost(MinigptError):
+    """Another rank stopped answering (it died, or hung past the timeout): this one stops too."""
+
+
+def is_distributed() -> bool:
+    """Whether this process is one rank of a process group of more than one."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    """This process's rank (0 when alone)."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def world_size() -> int:
+    """How many ranks share the run (1 when alone)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def is_main_process() -> bool:
+    """True alone, and on rank 0 of a group: the one process that writes files and logs."""
+    return rank() == 0
+
+
+def started_by_torchrun() -> bool:
+    """Whether torchrun (or another launcher) made this process one of several ranks."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+
+
+def join_from_env(device: torch.device, timeout_s: float) -> torch.device:
+    """Join the process group the launcher's environment describes; the device this rank uses.
+
+    gloo for the CPU, nccl for CUDA (each rank on GPU LOCAL_RANK). Every collective waits at most
+    `timeout_s` seconds for the other ranks.
+    """
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    elif device.type != "cpu":
+        raise ConfigError("device", f"cpu or cuda for a run on several ranks (torch.distributed "
+                          f"has no backend for {device.type})", device.type)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+    return device
+
+
+def leave() -> None:
+    """Leave the process group, if this process joined one."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def micro_steps_of_rank(grad_accum_steps: int, rank: int, world_size: int) -> list[int]:
+    """The micro-batches of a step that `rank` runs: every world_size-th one, from its own rank."""
+    check_world_size(grad_accum_steps, world_size)
+    return list(range(rank, grad_accum_steps, world_size))
+
+
+def check_world_size(grad_accum_steps: int, world_size: int) -> None:
+    """Refuse a step that the ranks cannot share equally (each must make the same collectives)."""
+    if grad_accum_steps % world_size:
+        raise ConfigError("grad_accum_steps", f"a multiple of the number of ranks ({world_size}), "
+                          f"so that every rank runs as many micro-batches", grad_accum_steps)
+
+
+def sum_over_ranks(values: Sequence[float | torch.Tensor], device: torch.device) -> list[float]:
+    """The sum of `values` over all ranks, in one collective (alone: the values themselves)."""
+    return _all_reduce(values, device, dist.ReduceOp.SUM)
+
+
+def max_over_ranks(values: Sequence[float | torch.Tensor], device: torch.device) -> list[float]:
+    """The largest of each of `values` over all ranks, in one collective."""
+    return _all_reduce(values, device, dist.ReduceOp.MAX)
+
+
+def _all_reduce(values: Sequence[float | torch.Tensor], device: torch.device, op) -> list[float]:
+    packed = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device).detach()
+                          for v in values])  # (len(values),)
+    if is_distributed():
+        dist.all_reduce(packed, op=op)
+    return packed.tolist()
+
+
+def share(value: Any) -> Any:
+    """Rank 0's `value`, on every rank (a Python object, pickled; alone: `value` itself)."""
+    if not is_distributed():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def launch(nproc: int, argv: Sequence[str]) -> int:
+    """Run `minigpt <argv>` on `nproc` ranks under torchrun; its exit status.
+
+    The cores are split between the ranks (OMP_NUM_THREADS, unless set). torchrun runs in a
+    session of its own, so that a Ctrl-C reaches it once, from here; it passes the signal to the
+    ranks, which stop together after a step and save (torchrun then prints its own traceback).
+    """
+    threads = max(1, (os.cpu_count() or 1) // nproc)
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads))}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={nproc}", "-m", "minigpt", *argv]
+    child = subprocess.Popen(command, env=env, start_new_session=os.name != "nt")
+
+    received: list[int] = []
+
+    def forward(signum, frame):
+        received.append(signum)
+        child.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        status = child.wait()
+        return 128 + received[0] if received else status  # stopped by a signal: say which
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
