@@ -1,0 +1,262 @@
+"""Data-parallel training on real processes: torchrun (and `minigpt train --nproc`) with gloo on the
+CPU, one thread per rank, every wait bounded (a subprocess timeout here, --dist-timeout in the ranks).
+
+The checks: 2 ranks make the same weights as 1 (same global batch); a run stopped on 2 ranks resumes
+on 1 and ends where an uninterrupted run ends; SIGTERM saves once and every rank exits; a rank that
+dies, or hangs, makes the other stop with a message instead of waiting gloo's 30 minutes.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from minigpt import shakespeare
+from minigpt.checkpoint import load_checkpoint
+from minigpt.cli import _without_nproc
+from minigpt.config import ConfigError
+from minigpt.distributed import micro_steps_of_rank
+
+WEIGHT_ATOL = 1e-5  # gloo sums two float32 gradients, then DDP divides: rounding only, over 20 AdamW steps
+RUN_TIMEOUT = 240   # seconds for any one command here (start-up of 2 Pythons with torch is ~10 s)
+TINY = ["--context-length", "32", "--d-model", "32", "--num-heads", "2", "--num-blocks", "2",
+        "--batch-size", "4", "--eval-iters", "2", "--sample-tokens", "0", "--no-progress",
+        "--dist-timeout", "20", "--seed", "3"]
+FLAT = ["--warmup-iters", "0", "--learning-rate", "3e-3", "--min-lr", "3e-3"]  # a constant rate
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "plays.txt"
+    path.write_text(shakespeare(40_000), encoding="utf-8")
+    return path
+
+
+def env_one_thread() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def minigpt(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "minigpt", *args], capture_output=True, text=True,
+                            timeout=RUN_TIMEOUT, env=env_one_thread(), cwd=cwd)
+    return result
+
+
+def torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           f"--nproc_per_node={nproc}", *args], capture_output=True, text=True,
+                          timeout=RUN_TIMEOUT, env=env_one_thread())
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path).model.state_dict()
+
+
+def largest_difference(a: dict, b: dict) -> float:
+    return max((a[name] - b[name]).abs().max().item() for name in a)
+
+
+def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return result
+
+
+# -- the rules, in one process ------------------------------------------------------------------
+
+def test_micro_batches_are_shared_out_by_rank():
+    assert micro_steps_of_rank(4, 0, 1) == [0, 1, 2, 3]
+    assert micro_steps_of_rank(4, 0, 2) == [0, 2] and micro_steps_of_rank(4, 1, 2) == [1, 3]
+    assert sorted(sum((micro_steps_of_rank(6, r, 3) for r in range(3)), [])) == list(range(6))
+    with pytest.raises(ConfigError, match="grad_accum_steps must be a multiple of the number of ranks"):
+        micro_steps_of_rank(3, 0, 2)
+
+
+def test_nproc_is_taken_out_of_what_torchrun_is_given():
+    assert _without_nproc(["train", "--nproc", "2", "--out", "x"]) == ["train", "--out", "x"]
+    assert _without_nproc(["train", "--nproc=2", "--max-iters", "5"]) == ["train", "--max-iters", "5"]
+    assert _without_nproc(["train", "--npro", "2", "--no-progress"]) == ["train", "--no-progress"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--nproc", "0"], "--nproc must be a whole number >= 1, got 0"),
+    (["--nproc", "2", "--grad-accum-steps", "3"],
+     "--grad-accum-steps must be a multiple of the number of ranks \\(2\\)"),
+    (["--nproc", "2", "--device", "cuda"], "--device must be one present here"),
+])
+def test_bad_nproc_settings_are_refused_before_any_rank_starts(tmp_path, text_file, args, message):
+    if "cuda" in args and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: --device cuda is allowed")
+    result = minigpt("train", "--data", str(text_file), "--out", str(tmp_path / "run"), *args)
+    assert result.returncode == 2
+    assert pytest.importorskip("re").search(message, result.stderr), result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_nproc_that_disagrees_with_the_launcher_is_refused(tmp_path, text_file):
+    """torchrun itself takes no --nproc after the command (it reads it as its own --nproc-per-node);
+    another launcher's environment says how many ranks there are."""
+    env = {**env_one_thread(), "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2"}
+    result = subprocess.run([sys.executable, "-m", "minigpt", "train", "--nproc", "3", "--data",
+                             str(text_file), "--out", str(tmp_path / "run"), *TINY],
+                            capture_output=True, text=True, timeout=RUN_TIMEOUT, env=env)
+    assert result.returncode == 2
+    assert "minigpt: error (rank 0): --nproc 3, but torchrun started 2 ranks" in result.stderr
+
+
+# -- the same numbers on any number of ranks ----------------------------------------------------
+
+def test_two_ranks_under_torchrun_equal_one_process(tmp_path, text_file):
+    common = ["--data", str(text_file), "--grad-accum-steps", "2", "--max-iters", "20",
+              "--eval-interval", "10", *TINY]
+    two = ok(torchrun(2, "-m", "minigpt", "train", "--out", str(tmp_path / "two"), *common))
+    one = ok(minigpt("train", "--out", str(tmp_path / "one"), *common))
+    assert "device: cpu; 2 ranks (gloo)" in two.stdout and "device: cpu\n" in one.stdout
+    assert two.stdout.count("step     10:") == 1, "rank 0 alone logs"
+    a, b = weights(tmp_path / "two" / "ckpt.pt"), weights(tmp_path / "one" / "ckpt.pt")
+    assert largest_difference(a, b) < WEIGHT_ATOL
+    assert largest_difference(a, weights(tmp_path / "two" / "best.pt")) == 0.0  # step 20 was best
+    # not trivially equal: the first evaluation's weights are far from the last
+    assert load_checkpoint(tmp_path / "two" / "ckpt.pt").train_state["step"] == 20
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["best.pt", "ckpt.pt", "loss.png"]
+
+
+def test_a_run_stopped_on_two_ranks_resumes_on_one_to_the_same_weights(tmp_path, text_file):
+    common = ["--grad-accum-steps", "2", "--eval-interval", "10", *TINY, *FLAT]
+    ok(minigpt("train", "--nproc", "2", "--data", str(text_file), "--out", str(tmp_path / "split"),
+               "--max-iters", "10", *common))
+    ok(minigpt("train", "--resume", str(tmp_path / "split" / "ckpt.pt"), "--max-iters", "20",
+               "--no-progress", "--sample-tokens", "0"))
+    ok(minigpt("train", "--data", str(text_file), "--out", str(tmp_path / "whole"), "--max-iters",
+               "20", *common))
+    split, whole = weights(tmp_path / "split" / "ckpt.pt"), weights(tmp_path / "whole" / "ckpt.pt")
+    assert largest_difference(split, whole) < WEIGHT_ATOL
+    history = load_checkpoint(tmp_path / "split" / "ckpt.pt").train_state["history"]
+    assert [entry["step"] for entry in history] == [0, 10, 20]
+
+
+# -- stopping: a signal, a rank that dies, a rank that hangs ------------------------------------
+
+def _processes_mentioning(text: str) -> list[int]:
+    """PIDs whose command line holds `text` (read from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+def _wait_for(predicate, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="reads the ranks' command lines from /proc")
+def test_sigterm_under_torchrun_saves_once_and_every_rank_exits(tmp_path, text_file):
+    out = tmp_path / "stopped"
+    log = (tmp_path / "log.txt").open("w+")
+    launcher = subprocess.Popen([sys.executable, "-m", "minigpt", "train", "--nproc", "2", "--data",
+                                 str(text_file), "--out", str(out), "--grad-accum-steps", "2",
+                                 "--max-iters", "100000", "--eval-interval", "100000", *TINY],
+                                stdout=log, stderr=subprocess.STDOUT, env=env_one_thread())
+    try:
+        assert _wait_for(lambda: "step      0:" in Path(log.name).read_text(), RUN_TIMEOUT), \
+            Path(log.name).read_text()[-3000:]
+        assert len(_processes_mentioning(str(out))) >= 3  # the launcher, torchrun, 2 ranks
+        time.sleep(1.0)  # a few steps
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    text = Path(log.name).read_text()
+    assert _wait_for(lambda: not _processes_mentioning(str(out)), 30), "a rank outlived the launcher"
+    assert text.count("interrupted at step") == 1 and text.count("checkpoint: ") == 1, text[-3000:]
+    step = int(text.split("interrupted at step ")[1].split()[0])
+    assert step > 0 and load_checkpoint(out / "ckpt.pt").train_state["step"] == step
+    assert sorted(p.name for p in out.iterdir()) == ["ckpt.pt", "loss.png"]  # no lock, no temp file
+    resumed = ok(minigpt("train", "--resume", str(out / "ckpt.pt"), "--max-iters", str(step + 3),
+                         "--no-progress", "--sample-tokens", "0"))  # on one rank
+    assert f"resumed from {out / 'ckpt.pt'} at step {step}" in resumed.stdout
+    assert load_checkpoint(out / "ckpt.pt").train_state["step"] == step + 3
+
+
+RANK_FAILS = """
+import os, sys, time
+from minigpt import cli
+from minigpt.trainer import Trainer
+
+how, at_step = sys.argv[1], int(sys.argv[2])
+original = Trainer.train_step
+
+def train_step(self):
+    if os.environ["RANK"] == "1" and self.state.step == at_step:
+        if how == "dies":
+            os._exit(7)          # as if killed: no goodbye to the others
+        time.sleep(600)          # hangs: alive, but never joins the next collective
+    return original(self)
+
+Trainer.train_step = train_step
+sys.exit(cli.main(sys.argv[3:]))
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_rank_that_dies_stops_the_other_with_a_message(tmp_path, text_file):
+    script = tmp_path / "rank_fails.py"
+    script.write_text(RANK_FAILS)
+    start = time.monotonic()
+    result = torchrun(2, str(script), "dies", "5", "train", "--data", str(text_file), "--out",
+                      str(tmp_path / "run"), "--grad-accum-steps", "2", "--max-iters", "1000",
+                      "--eval-interval", "3", *TINY)
+    assert result.returncode != 0
+    assert time.monotonic() - start < 120  # not gloo's 30 minutes
+    assert "exitcode: 7" in result.stderr.replace(" ", ""), result.stderr[-3000:]  # torchrun's summary
+    assert "minigpt: error (rank 0): rank 0 of 2: another rank stopped answering during step 5" in result.stderr
+    # the checkpoint of step 3 is kept as it was
+    assert load_checkpoint(tmp_path / "run" / "ckpt.pt").train_state["step"] == 3
+
+
+def test_a_rank_that_hangs_is_given_up_after_the_timeout(tmp_path, text_file):
+    """Without torchrun to kill the others: rank 0 gives up after --dist-timeout and says why."""
+    script = tmp_path / "rank_fails.py"
+    script.write_text(RANK_FAILS)
+    port = _free_port()
+    ranks = []
+    for rank in (0, 1):
+        env = {**env_one_thread(), "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        ranks.append(subprocess.Popen(
+            [sys.executable, str(script), "hangs", "4", "train", "--data", str(text_file), "--out",
+             str(tmp_path / "run"), "--grad-accum-steps", "2", "--max-iters", "1000",
+             "--eval-interval", "3", *TINY, "--dist-timeout", "5"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    try:
+        out, err = ranks[0].communicate(timeout=RUN_TIMEOUT)
+        assert ranks[0].returncode == 2, err[-3000:]
+        assert "minigpt: error (rank 0): rank 0 of 2: another rank stopped answering during step 4" in err
+        assert "the last checkpoint (" in err and "resume with --resume on any number of ranks" in err
+        assert ranks[1].poll() is None  # the hung one was still there: rank 0 did not wait for it
+    finally:
+        for process in ranks:
+            process.kill()
+            process.communicate()
