@@ -142,7 +142,7 @@ def evaluate_data(model: nn.Module, tokenizer, saved: dict, data: str | None, sp
     `saved` names): a folder of token shards goes to `evaluate_shards`, a text to `evaluate_text`."""
     option = "--data" if data is not None else "the checkpoint's data"
     source = check_source(data if data is not None else saved.get("data"), option)
-    if Path(source).is_dir():  # check_source let it through: it holds token shards
+    if source != "shakespeare" and Path(source).is_dir():  # let through by check_source: token shards
         return evaluate_shards(model, tokenizer, source, split, device, option)
     return evaluate_text(model, tokenizer, saved, data, split, device)
 
