@@ -42,6 +42,10 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "notebooks: executes every chapter notebook (slow); runs with --notebooks")
+    config.addinivalue_line("markers", "start_method: a test of tests/test_grader.py whose outcome depends on how "
+                                       "workers start; `make test` runs these again with MINIGPT_GRADER_START=spawn")
+    config.addinivalue_line("markers", "reads(*runs): the grading runs of tests/test_grader.py that a test reads "
+                                       "(only those are made)")
 
 
 def pytest_collection_modifyitems(config, items):

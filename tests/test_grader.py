@@ -11,7 +11,17 @@ Grading runs are pytest sessions in subprocesses. Mutants that touch
 different, independent chapters share one graded folder, and several
 sessions share one interpreter (tests/grader_mutants/run_many.py): the
 learner's code never runs in the grading process, so sessions cannot leak
-into each other. Everything runs two at a time.
+into each other. Everything runs two at a time, and only the runs that the
+selected tests read (each says which with ``@reads(...)``; a mutant reads its
+batch's run), so ``-k ex03`` or ``-m start_method`` grades only what it needs.
+
+Tests marked ``start_method`` read what depends on how workers start (fork on
+Linux, spawn on macOS and Windows): the solutions and stubs graded, the
+tricks, faults, hostile folders and import failures that play out inside a
+worker, and the worker's memory limit. ``make test`` runs them again with
+``MINIGPT_GRADER_START=spawn``. The rest check the grader's own logic in the
+grading process (which mistakes its comparisons catch, the report, fresh
+cases, static scans), the same whichever way workers start: with fork only.
 """
 
 from __future__ import annotations
@@ -131,9 +141,38 @@ def _job(name: str, args: list[str], tmp: Path) -> dict:
     return {"name": name, "args": PYTEST_FLAGS + args + ["--grade-report", str(tmp / f"{name}.json")]}
 
 
+def reads(*names: str):
+    """Mark a test with the grading runs it reads from ``runs``: only the runs some selected test reads are made."""
+    return pytest.mark.reads(*names)
+
+
+class Runs(dict):
+    """The grading runs, by name; a run no selected test said it reads is a plain error naming the fix."""
+
+    def __missing__(self, name: str):
+        raise KeyError(f"the grading run {name!r} was not made: mark the test that reads it with @reads({name!r})")
+
+
+def _batch_name(mutant) -> str:
+    return f"batch{next(i for i, b in enumerate(_batches(MUTANTS)) if mutant in b)}"
+
+
+def _runs_read(items) -> set[str]:
+    """The runs the selected tests read: their ``reads`` marks, and each selected mutant's batch."""
+    needed = set()
+    for item in items:
+        for mark in item.iter_markers("reads"):
+            needed.update(mark.args)
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and "mutant" in callspec.params and "runs" in item.fixturenames:
+            needed.add(_batch_name(callspec.params["mutant"]))
+    return needed
+
+
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Run]:
-    """Every grading run this module needs, two processes at a time."""
+def runs(request, tmp_path_factory) -> dict[str, Run]:
+    """The grading runs the selected tests read, two processes at a time."""
+    needed = _runs_read(request.session.items)
     tmp = tmp_path_factory.mktemp("grader")
     jobs = []
     for i, batch in enumerate(_batches(MUTANTS)):
@@ -175,17 +214,18 @@ def runs(tmp_path_factory) -> dict[str, Run]:
                               capture_output=True, text=True, timeout=120)
         return {"snapshots": Run(proc.returncode, proc.stdout + proc.stderr, None)}
 
+    jobs = [job for job in jobs if job["name"] in needed]
     tasks = [
-        lambda: {"solutions": _grade(["exercises/", "--solutions"], tmp / "solutions.json")},
-        lambda: _drive("jobs_a", jobs[0::2], tmp),
-        lambda: _drive("jobs_b", jobs[1::2], tmp),
-        snapshots,
+        (lambda: {"solutions": _grade(["exercises/", "--solutions"], tmp / "solutions.json")}, "solutions" in needed),
+        (lambda: _drive("jobs_a", jobs[0::2], tmp), bool(jobs[0::2])),
+        (lambda: _drive("jobs_b", jobs[1::2], tmp), bool(jobs[1::2])),
+        (snapshots, "snapshots" in needed),
     ]
-    results: dict[str, Run] = {}
+    tasks = [task for task, wanted in tasks if wanted]
+    results = Runs()
     with ThreadPoolExecutor(max_workers=2) as pool:
         for part in pool.map(lambda task: task(), tasks):
             results.update(part)
-    results["batches"] = _batches(MUTANTS)
     return results
 
 
@@ -214,6 +254,8 @@ def _full(run: Run, chapter: str) -> bool:
     return c["points"] == c["max_points"] and c["passed"] == c["tests"]
 
 
+@pytest.mark.start_method
+@reads("solutions")
 def test_every_grader_test_passes_on_the_solutions(runs):
     run = runs["solutions"]
     failing = {name: outcome for name, outcome in _outcomes(run).items() if outcome != "passed"}
@@ -222,6 +264,8 @@ def test_every_grader_test_passes_on_the_solutions(runs):
     assert run.report["totals"]["max_points"] == sum(_catalogue().values())
 
 
+@pytest.mark.start_method
+@reads("stubs")
 def test_every_grader_test_fails_on_the_stubs_with_not_implemented(runs):
     _skip_on_a_learners_work(*EXERCISE_FILES)
     run = runs["stubs"]
@@ -234,6 +278,8 @@ def test_every_grader_test_fails_on_the_stubs_with_not_implemented(runs):
     assert "Traceback" not in run.output and "raise NotImplementedError" not in run.output
 
 
+@pytest.mark.start_method
+@reads("solutions", "stubs")
 def test_the_report_is_well_formed(runs):
     report = runs["solutions"].report
     assert report["mode"] == "solutions" and Path(report["target"]) == SOLUTIONS
@@ -256,6 +302,7 @@ def test_the_report_is_well_formed(runs):
     assert "write get_batch" in runs["stubs"].output.replace("`", "")  # the score table's "still to do"
 
 
+@reads("snapshots")
 def test_snapshots_match_the_current_solutions(runs):
     run = runs["snapshots"]
     assert run.returncode == 0, run.output
@@ -263,8 +310,7 @@ def test_snapshots_match_the_current_solutions(runs):
 
 @pytest.mark.parametrize("mutant", MUTANTS, ids=lambda m: m.name)
 def test_a_typical_wrong_answer_is_caught(runs, mutant):
-    batch = next(i for i, b in enumerate(runs["batches"]) if mutant in b)
-    run = runs[f"batch{batch}"]
+    run = runs[_batch_name(mutant)]
     chapter = mutant.file.removesuffix(".py")
     outcomes = _outcomes(run, chapter)
     caught = [name for name, outcome in outcomes.items() if outcome in FAILED]
@@ -280,6 +326,8 @@ def test_catalogue_is_large_enough_and_covers_every_chapter():
     assert len({m.name for m in MUTANTS}) == len(MUTANTS)
 
 
+@pytest.mark.start_method
+@reads("tricks")
 def test_the_tricks_earn_nothing_and_leave_the_other_chapters_intact(runs):
     run = runs["tricks"]
     tricked = {t.file.removesuffix(".py") for t in TRICKS_MODULE["TRICKS"]}
@@ -305,6 +353,8 @@ def test_the_tricks_earn_nothing_and_leave_the_other_chapters_intact(runs):
     assert "integrity (chapter earns 0): ex05_training.py, line" in run.output
 
 
+@pytest.mark.start_method
+@reads("hostile")
 def test_a_hostile_learner_folder_costs_that_learner_alone(runs):
     """Issue 15: signals, stops and limits aimed at the grading processes are refused by the worker's
     walls (seccomp on Linux); look-alike files never run; a grader module and the package's source are
@@ -328,6 +378,8 @@ def test_a_hostile_learner_folder_costs_that_learner_alone(runs):
     assert _outcomes(run, "ex05_training")["test_train_step_makes_the_loss_fall"] == "passed"
 
 
+@pytest.mark.start_method
+@reads("replay")
 def test_replaying_the_snapshots_fails_and_costs_only_that_test(runs):
     run = runs["replay"]
     outcomes = _outcomes(run, "ex07_sampling")
@@ -338,6 +390,7 @@ def test_replaying_the_snapshots_fails_and_costs_only_that_test(runs):
     assert any("snapshots" in f["why"] for f in run.report["chapters"]["ex07_sampling"]["integrity"])
 
 
+@reads("solutions_fresh", "memorised", "memorised_fresh")
 def test_fresh_cases_catch_memorised_outputs_and_the_solutions_still_pass(runs):
     fresh = runs["solutions_fresh"]
     assert fresh.returncode == 0 and fresh.report["fresh_cases_seed"] == 7, fresh.output[-3000:]
@@ -348,6 +401,8 @@ def test_fresh_cases_catch_memorised_outputs_and_the_solutions_still_pass(runs):
     assert set(outcomes.values()) == {"passed"}
 
 
+@pytest.mark.start_method
+@reads("faults")
 def test_faults_cost_only_what_they_touch(runs):
     run = runs["faults"]
     assert run.returncode == 1 and run.report["complete"] is True, run.output[-3000:]
@@ -371,6 +426,7 @@ def test_faults_cost_only_what_they_touch(runs):
     assert "Traceback" not in run.output
 
 
+@reads("first_failure", "keyword")
 def test_the_report_never_shrinks_and_lists_what_did_not_run(runs):
     catalogue = _catalogue()
     for name in ("first_failure", "keyword"):
@@ -391,6 +447,8 @@ def test_the_report_never_shrinks_and_lists_what_did_not_run(runs):
     assert "not run in this session" in runs["keyword"].output
 
 
+@pytest.mark.start_method
+@reads("broken_ch3")
 def test_a_broken_earlier_chapter_says_finish_it_first(runs):
     run = runs["broken_ch3"]
     assert set(_outcomes(run, "ex03_attention").values()) == {"error"}
@@ -480,6 +538,8 @@ def test_every_chapter_has_a_grader_and_three_to_five_exercises():
         assert 3 <= len(exercises) <= 7, f"{name}: {exercises}"
 
 
+@pytest.mark.start_method
+@reads("missing_ch3")
 def test_a_target_missing_an_earlier_chapter_never_borrows_the_stubs(runs):
     """ex04 imports ex03: from the graded folder only, never from exercises/ behind it."""
     run = runs["missing_ch3"]
@@ -707,6 +767,7 @@ print(worker.run("call", "perplexity", [0.0], {}, "perplexity(0.0)"))
 '''
 
 
+@pytest.mark.start_method
 def test_a_worker_cannot_take_all_the_memory(tmp_path):
     """A runaway allocation in the learner's code is a MemoryError in that call, not a machine out of memory."""
     stdout = run_probe(MEMORY_PROBE, tmp_path, timeout=300)
