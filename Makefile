@@ -61,10 +61,12 @@ test: test-package test-exercises test-chapters test-tryit
 test-package: $(VENV)/.dev
 	$(BIN)/python -m pytest tests/
 
-# The graders on the solutions, workers started with fork (Linux) and with spawn (as on macOS, Windows).
+# The graders on the solutions, workers started with fork (Linux); then the grader's self-tests whose outcome
+# depends on how workers start (the solutions and stubs graded, tricks, faults, hostile folders) again with
+# spawn, as macOS and Windows start them. test-package ran all of tests/test_grader.py with fork.
 test-exercises: $(VENV)/.dev
 	$(BIN)/python -m pytest exercises/ --solutions
-	MINIGPT_GRADER_START=spawn $(BIN)/python -m pytest exercises/ --solutions -q
+	MINIGPT_GRADER_START=spawn $(BIN)/python -m pytest tests/test_grader.py -m start_method
 
 # --nbval-current-env: the notebooks run on .venv's Python even if another "python3" kernel is installed.
 test-chapters: $(VENV)/.dev
