@@ -13,7 +13,8 @@ The rules of a data-parallel run (`minigpt.trainer` follows them):
 - the grad_accum_steps micro-batches of a step are shared out, rank r running r, r + W, r + 2W, ...
   (`micro_steps_of_rank`); micro-batch i of step s is the same rows whoever runs it, so a run's
   data and result do not depend on W, and a run stopped on two ranks resumes on one;
-- only rank 0 writes: the run folder's lock, the log, evaluations, checkpoints (`is_main_process`);
+- only rank 0 writes: the run folder's lock, the log, checkpoints (`is_main_process`); every rank
+  runs the same evaluations, so that none waits long for rank 0 (only for its saves);
 - once per step the ranks sum their losses (`sum_over_ranks`) and share their wish to stop
   (`max_over_ranks`), so all of them see the same loss and stop after the same step.
 """

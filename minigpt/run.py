@@ -7,8 +7,8 @@ place, `minigpt.train_state.check_resume`, asked by the plan and by `Trainer.res
 saves, plots and samples. Nothing on disk is lost on the way.
 
 Under torchrun (or `--nproc`), every rank plans the same run and joins the process group
-(`minigpt.distributed`); rank 0 alone holds the run folder, tokenizes a text's vocabulary (the
-others take its tokenizer), prints, plots and samples.
+(`minigpt.distributed`); rank 0 alone holds the run folder, prints, plots and samples, and its
+tokenizer is the one every rank uses.
 """
 
 from __future__ import annotations
@@ -251,15 +251,14 @@ def _train(plan: RunPlan) -> int:
 
 
 def _shared_tokenizer(plan: RunPlan, text: str):
-    """A tokenizer trained on the text by rank 0 (alone: by this process), the same on every rank."""
-    tokenizer = None
-    if is_main_process():
-        kind = plan.data_config.tokenizer
-        say(f"training a {kind} tokenizer on {len(text):,} characters ...")
-        tokenizer = train_tokenizer(kind, text, plan.data_config.vocab_size)
+    """A tokenizer trained on the text, the same on every rank: each rank trains one (so none
+    waits for rank 0 alone, bounded by dist_timeout), then all take rank 0's."""
+    kind = plan.data_config.tokenizer
+    say(f"training a {kind} tokenizer on {len(text):,} characters ...")
+    tokenizer = train_tokenizer(kind, text, plan.data_config.vocab_size)
     if not is_distributed():
         return tokenizer
-    return tokenizer_from_dict(share(tokenizer.to_dict() if tokenizer is not None else None))
+    return tokenizer_from_dict(share(tokenizer.to_dict()))
 
 
 def _encoded_splits(plan: RunPlan, text: str, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:

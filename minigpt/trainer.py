@@ -15,7 +15,7 @@ in `check_resume`, for `Trainer.resume` and the `minigpt train --resume` command
 
 The same loop trains on one process or on several ranks under torchrun (`minigpt.distributed`):
 the model is then wrapped in DistributedDataParallel, each rank runs its share of a step's
-micro-batches, and only rank 0 evaluates, logs and saves. Micro-batch i of step s draws its rows
+micro-batches, every rank runs the same evaluations, and only rank 0 logs and saves. Micro-batch i of step s draws its rows
 and its dropout from a seed made of (seed, s, i), so the numbers do not depend on how many ranks
 share the step, nor on a resume. `dtype` bfloat16 or float16 runs the forward pass under autocast
 (`minigpt.precision`).
@@ -24,6 +24,7 @@ share the step, nor on a resume. `dtype` bfloat16 or float16 runs the forward pa
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import signal
 import sys
@@ -145,6 +146,13 @@ def _stop_on_signals(abort_on_second: bool = True) -> Iterator[_StopFlag]:
             signal.signal(signum, old)
 
 
+def _seed_of(*key: object) -> int:
+    """A 63-bit seed made from `key` (e.g. the run's seed, a step, a micro-batch, a use): different
+    keys give unrelated seeds, on every machine (a hash of the key's text, not Python's hash())."""
+    digest = hashlib.blake2b(repr(key).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
 class Trainer:
     """One training run of `model` on token ids; `run()` trains to `config.max_iters`.
 
@@ -252,10 +260,10 @@ class Trainer:
         after a resume.
         """
         cfg = self.config
-        seed = (cfg.seed * 2**32 + step * cfg.grad_accum_steps + index) * 2 % 2**63
-        torch.manual_seed(seed + 1)  # dropout's random numbers in this micro-batch
+        torch.manual_seed(_seed_of(cfg.seed, step, index, "dropout"))
+        rows = torch.Generator().manual_seed(_seed_of(cfg.seed, step, index, "rows"))
         return get_batch(self.splits["train"], cfg.batch_size, self.model.config.context_length,
-                         generator=torch.Generator().manual_seed(seed), device=self.device)
+                         generator=rows, device=self.device)
 
     def train_step(self) -> float:
         """One optimizer step: forward, loss, backward (on fresh gradients), update.
@@ -303,7 +311,8 @@ class Trainer:
                 raise
             last = self.result.checkpoint
             raise RankLost(f"rank {rank()} of {world_size()}: another rank stopped answering "
-                           f"during step {self.state.step} ({str(error).splitlines()[0][:200]}); "
+                           f"during step {self.state.step}, for longer than dist_timeout "
+                           f"({self.config.dist_timeout:g} s) ({str(error).splitlines()[0][:200]}); "
                            f"{'the last checkpoint (' + str(last) + ') is kept' if last else 'nothing was saved'}; "
                            f"resume with --resume on any number of ranks") from None
 
@@ -331,9 +340,10 @@ class Trainer:
                              f"grad_clip (now {cfg.grad_clip})")
 
     def _evaluate_and_save(self, bar: tqdm) -> None:
+        """Estimate the losses, and save (rank 0). Every rank evaluates the same batches, so that
+        none waits for rank 0 to do it alone (bounded by dist_timeout) and all stop together on a
+        NaN; rank 0 alone prints and writes."""
         state = self.state
-        if not is_main_process():
-            return  # rank 0 alone evaluates and saves; the others wait for it in the next step
         if state.history and state.history[-1]["step"] == state.step:
             return  # already evaluated here (a resumed run starts where the last one saved)
         eval_generator = torch.Generator().manual_seed(self.config.seed + 1)  # same batches each time
@@ -347,8 +357,9 @@ class Trainer:
         is_best = losses["val"] < state.best_val
         state.history.append({"step": state.step, "train": losses["train"], "val": losses["val"],
                               "lr": self._lr(state.step)})
-        bar.write(f"step {state.step:>6}: train loss {losses['train']:.4f}, "
-                  f"val loss {losses['val']:.4f}")
+        if is_main_process():
+            bar.write(f"step {state.step:>6}: train loss {losses['train']:.4f}, "
+                      f"val loss {losses['val']:.4f}")
         if state.step > 0:
             # best.pt first: were the ckpt.pt save cut short, a resume starts before this step
             # and evaluates it again, so no best checkpoint is ever skipped.
