@@ -288,9 +288,10 @@ class TrainConfig(Settings):
     seed: int = setting(1337, "random seed (same seed, same numbers on CPU)", **SEED_RANGE)
     device: str = setting("auto", "where to train; auto picks CUDA, then MPS, then the CPU",
                           allowed=DEVICES)
-    dtype: str = setting("float32", "precision of the forward pass: float32, or bfloat16 / float16 "
-                         "under autocast (weights, optimizer and checkpoints stay float32; float16 "
-                         "with a gradient scaler)", choices=DTYPES)
+    dtype: str = setting("float32", "precision of the forward pass and of the evaluations: "
+                         "float32, or bfloat16 / float16 under autocast (weights, optimizer and "
+                         "checkpoints stay float32; float16 with a gradient scaler; on a CPU "
+                         "float16 is several times slower)", choices=DTYPES)
     dist_timeout: float = setting(300.0, "seconds a rank waits for the others (torchrun, --nproc) "
                                   "before the run stops with an error", low=0.0, low_open=True)
 
