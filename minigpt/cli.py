@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "processes (ranks) with DistributedDataParallel, started with torchrun: "
                        "gloo on the CPU, nccl on GPUs; --grad-accum-steps must be a multiple of it "
                        "[default: one process]")
+    parser.train_command = train  # its option names spell out what each rank runs (_rank_argv)
     sample = commands.add_parser("sample", help="generate text from a checkpoint")
     _add_checkpoint_and_device(sample, "out/ckpt.pt")
     sample.add_argument("--prompt", default=None, help="text to continue [default: a new line, or "
@@ -127,21 +128,30 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
                            f"drop --nproc under torchrun")
     plan = train_plan(args)
     if nproc is not None and nproc > 1 and not started_by_torchrun():
-        return launch_ranks(plan, nproc, _without_nproc(argv))
+        return launch_ranks(plan, nproc, _rank_argv(argv, build_parser().train_command))
     return execute(plan)
 
 
-def _without_nproc(argv: list[str]) -> list[str]:
-    """`argv` less --nproc and its value (torchrun would read --nproc as its own --nproc-per-node)."""
+def _rank_argv(argv: list[str], train_parser: argparse.ArgumentParser) -> list[str]:
+    """What each rank runs: `argv` with every option spelled out and --nproc left out.
+
+    argparse took `--max` for `--max-iters`; torchrun's own parser reads the words after `-m
+    minigpt` too, and would call `--max` ambiguous (its --max-restarts, --master-port, ...) or take
+    --nproc for its --nproc-per-node.
+    """
+    names = [name for action in train_parser._actions for name in action.option_strings]
     kept, skip = [], False
     for word in argv:
-        name = word.split("=", 1)[0]
+        name, equals, value = word.partition("=")
+        if name.startswith("--") and name not in names:
+            matches = [full for full in names if full.startswith(name)]
+            name = matches[0] if len(matches) == 1 else name  # argparse found it unique
         if skip:
             skip = False
-        elif len(name) > 3 and "--nproc".startswith(name):  # --nproc, or the short form argparse took
-            skip = "=" not in word
+        elif name == "--nproc":
+            skip = not equals
         else:
-            kept.append(word)
+            kept.append(name + equals + value)
     return kept
 
 
