@@ -36,7 +36,7 @@ from minigpt.errors import MinigptError
 
 
 class RankLost(MinigptError):
-    """Another rank stopped answering (it died, or hung past the timeout): this one stops too."""
+    """Another rank died, or stopped answering past the timeout: this one stops too."""
 
 
 def is_distributed() -> bool:

@@ -238,7 +238,7 @@ class Trainer:
             while state.step < until and stop.agreed is None:
                 if state.step % cfg.eval_interval == 0:
                     self._evaluate_and_save(bar)
-                loss = self._step_among_ranks()
+                loss = self.train_step()
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self._lr(state.step - 1):.2e}")
                 if cfg.checkpoint_interval and state.step % cfg.checkpoint_interval == 0:
@@ -282,15 +282,16 @@ class Trainer:
         for n, index in enumerate(mine):
             x, y = self.micro_batch(state.step, index)
             last = n == len(mine) - 1  # DDP's all_reduce runs in the last backward() only
-            with contextlib.nullcontext() if last or not is_distributed() else self.step_model.no_sync():
+            with self._micro_step_context(last):
                 with autocast(self.device, self.dtype):
                     _, loss = self.step_model(x, y)
                 self.scaler.scale(loss / len(mine)).backward()  # .grad: the mean's gradient
             loss_sum += loss.detach().float()
-        value = sum_over_ranks([loss_sum], self.device)[0] / cfg.grad_accum_steps
-        # any rank asked to stop: all stop after this step (a rank leaving alone would leave the
-        # others waiting in the next step's all_reduce)
-        self._stop.agreed = int(max_over_ranks([self._stop.signum or 0], self.device)[0]) or None
+        with self._among_ranks():
+            value = sum_over_ranks([loss_sum], self.device)[0] / cfg.grad_accum_steps
+            # any rank asked to stop: all stop after this step (a rank leaving alone would leave
+            # the others waiting in the next step's all_reduce)
+            self._stop.agreed = int(max_over_ranks([self._stop.signum or 0], self.device)[0]) or None
         if not math.isfinite(value):  # checked before the update, so the weights stay as they were
             self._diverged(f"the training loss is {value}")
         if cfg.grad_clip > 0:
@@ -302,19 +303,28 @@ class Trainer:
         state.step += 1
         return value
 
-    def _step_among_ranks(self) -> float:
-        """`train_step`, with a lost rank's error turned into one that says what happened."""
+    def _micro_step_context(self, last: bool) -> contextlib.AbstractContextManager:
+        """Alone: nothing. On several ranks, DDP averages the gradients in the last micro-step's
+        backward (which waits for the other ranks); the others keep theirs local (no_sync)."""
+        if not is_distributed():
+            return contextlib.nullcontext()
+        return self._among_ranks() if last else self.step_model.no_sync()
+
+    @contextlib.contextmanager
+    def _among_ranks(self) -> Iterator[None]:
+        """Around what waits for the other ranks (DDP's backward, the step's collectives): an error
+        there, on several ranks, means another rank is gone; say so, and what was kept."""
         try:
-            return self.train_step()
+            yield
         except (torch.distributed.DistError, RuntimeError) as error:
-            if not is_distributed() or isinstance(error, MinigptError):
+            if not is_distributed() or isinstance(error, (MinigptError, torch.OutOfMemoryError)):
                 raise
             last = self.result.checkpoint
-            raise RankLost(f"rank {rank()} of {world_size()}: another rank stopped answering "
-                           f"during step {self.state.step}, for longer than dist_timeout "
-                           f"({self.config.dist_timeout:g} s) ({str(error).splitlines()[0][:200]}); "
-                           f"{'the last checkpoint (' + str(last) + ') is kept' if last else 'nothing was saved'}; "
-                           f"resume with --resume on any number of ranks") from None
+            kept = f"the last checkpoint ({last}) is kept" if last else "nothing was saved"
+            raise RankLost(f"rank {rank()} of {world_size()}: another rank died or stopped "
+                           f"answering during step {self.state.step} "
+                           f"({str(error).splitlines()[0][:200]}); {kept}; resume with --resume on "
+                           f"any number of ranks") from None
 
     def _lr(self, step: int, peak: float | None = None) -> float:
         """The rate at `step` of a group whose peak is `peak` (default: learning_rate).

@@ -219,6 +219,8 @@ def train_step(self):
     if os.environ["RANK"] == "1" and self.state.step == at_step:
         if how == "dies":
             os._exit(7)          # as if killed: no goodbye to the others
+        if how == "raises":
+            raise RuntimeError("rank 1's own bug")
         time.sleep(600)          # hangs: alive, but never joins the next collective
     return original(self)
 
@@ -241,9 +243,20 @@ def test_a_rank_that_dies_stops_the_other_with_a_message(tmp_path, text_file):
                       "--eval-interval", "3", *TINY)
     assert result.returncode != 0  # within RUN_TIMEOUT, not gloo's 30 minutes
     assert re.search(r"exitcode\s*:\s*7\b", result.stderr), result.stderr[-3000:]  # torchrun's summary
-    assert "minigpt: error (rank 0): rank 0 of 2: another rank stopped answering during step 5" in result.stderr
+    assert "minigpt: error (rank 0): rank 0 of 2: another rank died or stopped answering during step 5" in result.stderr
     # the checkpoint of step 3 is kept as it was
     assert load_checkpoint(tmp_path / "run" / "ckpt.pt").train_state["step"] == 3
+
+
+def test_a_ranks_own_error_is_not_blamed_on_another_rank(tmp_path, text_file):
+    script = tmp_path / "rank_fails.py"
+    script.write_text(RANK_FAILS)
+    result = torchrun(2, str(script), "raises", "2", "train", "--data", str(text_file), "--out",
+                      str(tmp_path / "run"), "--grad-accum-steps", "2", "--max-iters", "1000",
+                      "--eval-interval", "1000", *TINY)
+    assert result.returncode != 0
+    assert "RuntimeError: rank 1's own bug" in result.stderr, result.stderr[-3000:]  # its traceback
+    assert "(rank 1): rank 1 of 2: another rank" not in result.stderr
 
 
 def test_a_rank_that_hangs_is_given_up_after_the_timeout(tmp_path, text_file):
@@ -263,7 +276,7 @@ def test_a_rank_that_hangs_is_given_up_after_the_timeout(tmp_path, text_file):
     try:
         out, err = ranks[0].communicate(timeout=RUN_TIMEOUT)
         assert ranks[0].returncode == 2, err[-3000:]
-        assert "minigpt: error (rank 0): rank 0 of 2: another rank stopped answering during step 4" in err
+        assert "minigpt: error (rank 0): rank 0 of 2: another rank died or stopped answering during step 4" in err
         assert "the last checkpoint (" in err and "resume with --resume on any number of ranks" in err
         assert ranks[1].poll() is None  # the hung one was still there: rank 0 did not wait for it
     finally:
