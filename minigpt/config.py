@@ -293,7 +293,8 @@ class TrainConfig(Settings):
                          "checkpoints stay float32; float16 with a gradient scaler; on a CPU "
                          "float16 is several times slower)", choices=DTYPES)
     dist_timeout: float = setting(300.0, "seconds a rank waits for the others (torchrun, --nproc) "
-                                  "before the run stops with an error", low=0.0, low_open=True)
+                                  "before the run stops with an error (at most a week)",
+                                  low=1.0, high=7 * 24 * 3600.0)  # timedelta and gloo take no more
 
     def check(self) -> None:
         _require(self.min_lr <= self.learning_rate, "min_lr",

@@ -76,8 +76,18 @@ def join_from_env(device: torch.device, timeout_s: float) -> torch.device:
     elif device.type != "cpu":
         raise ConfigError("device", f"cpu or cuda for a run on several ranks (torch.distributed "
                           f"has no backend for {device.type})", device.type)
+    missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if name not in os.environ]
+    if missing:
+        raise MinigptError(f"RANK and WORLD_SIZE are set but not {' and '.join(missing)}: start the "
+                           f"ranks with torchrun (or minigpt train --nproc), or unset WORLD_SIZE to "
+                           f"train in one process")
     backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+    try:
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+    except (dist.DistError, RuntimeError, ValueError) as error:
+        raise RankLost(f"rank {os.environ['RANK']} could not join the other ranks at "
+                       f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']} within "
+                       f"{timeout_s:g} s ({str(error).splitlines()[0][:200]})") from None
     return device
 
 

@@ -122,6 +122,34 @@ def test_nproc_that_disagrees_with_the_launcher_is_refused(tmp_path, text_file):
     assert "minigpt: error (rank 0): --nproc 3, but torchrun started 2 ranks" in result.stderr
 
 
+@pytest.mark.parametrize("extra, message", [
+    ({}, "RANK and WORLD_SIZE are set but not MASTER_ADDR and MASTER_PORT: start the ranks with torchrun"),
+    ({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "free"},
+     r"rank 1 could not join the other ranks at 127\.0\.0\.1:\d+ within 2 s \("),
+])
+def test_a_rank_that_cannot_join_says_why(tmp_path, text_file, extra, message):
+    """Rank 1 alone: nobody listens at the address (or there is none); it gives up after
+    --dist-timeout with one line, not a traceback."""
+    env = {**env_one_thread(), "RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2", **extra}
+    if env.get("MASTER_PORT") == "free":
+        env["MASTER_PORT"] = str(_free_port())
+    result = subprocess.run([sys.executable, "-m", "minigpt", "train", "--data", str(text_file),
+                             "--out", str(tmp_path / "run"), "--grad-accum-steps", "2", *TINY,
+                             "--dist-timeout", "2"],
+                            capture_output=True, text=True, timeout=RUN_TIMEOUT, env=env)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert re.search("minigpt: error \\(rank 1\\): " + message, result.stderr), result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("value", ["0.5", "1e9", "nan"])
+def test_dist_timeout_out_of_range_is_refused(tmp_path, text_file, value):
+    result = minigpt("train", "--data", str(text_file), "--out", str(tmp_path / "run"),
+                     "--dist-timeout", value)
+    assert result.returncode == 2
+    assert "--dist-timeout must be a finite number in [1, 604800]" in result.stderr, result.stderr
+
+
 # -- the same numbers on any number of ranks ----------------------------------------------------
 
 def test_two_ranks_under_torchrun_equal_one_process(tmp_path, text_file):
