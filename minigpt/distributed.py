@@ -143,23 +143,42 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
     The cores are split between the ranks (OMP_NUM_THREADS, unless set). torchrun runs in a
     session of its own, so that a Ctrl-C reaches it once, from here; it passes the signal to the
     ranks, which stop together after a step and save (torchrun then prints its own traceback).
+    A hang-up or quit is passed on as SIGTERM (the ranks save on it), and on Linux torchrun gets
+    SIGTERM too if this process is killed outright, so no rank trains on unseen.
     """
-    threads = max(1, (os.cpu_count() or 1) // nproc)
+    threads = max(1, _usable_cores() // nproc)
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads))}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc_per_node={nproc}", "-m", "minigpt", *argv]
-    child = subprocess.Popen(command, env=env, start_new_session=os.name != "nt")
-
+    if os.name == "nt":  # one console: a Ctrl-C reaches torchrun and the ranks by itself
+        return subprocess.call(command, env=env)
+    child = subprocess.Popen(command, env=env, start_new_session=True,
+                             preexec_fn=_term_when_parent_dies if sys.platform == "linux" else None)
     received: list[int] = []
 
     def forward(signum, frame):
         received.append(signum)
-        child.send_signal(signum)
+        child.send_signal(signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
 
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+    previous = {s: signal.signal(s, forward) for s in stops}
     try:
         status = child.wait()
         return 128 + received[0] if received else status  # stopped by a signal: say which
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def _usable_cores() -> int:
+    """The cores this process may run on (a container's or taskset's share, where the OS says)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _term_when_parent_dies() -> None:
+    """In torchrun's process, before it starts (Linux): SIGTERM to it when `launch` dies."""
+    import ctypes
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)

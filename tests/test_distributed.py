@@ -206,7 +206,11 @@ def _wait_for(predicate, seconds: float) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="reads the ranks' command lines from /proc")
-def test_sigterm_under_torchrun_saves_once_and_every_rank_exits(tmp_path, text_file):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL],
+                         ids=["SIGTERM", "SIGHUP", "SIGKILL"])
+def test_a_stopped_launcher_saves_once_and_every_rank_exits(tmp_path, text_file, signum):
+    """SIGTERM and a hang-up are passed on; a launcher killed outright (SIGKILL) leaves torchrun
+    its parent-death SIGTERM: each time the ranks stop after the same step and rank 0 saves once."""
     out = tmp_path / "stopped"
     log = (tmp_path / "log.txt").open("w+")
     launcher = subprocess.Popen([sys.executable, "-m", "minigpt", "train", "--nproc", "2", "--data",
@@ -218,17 +222,19 @@ def test_sigterm_under_torchrun_saves_once_and_every_rank_exits(tmp_path, text_f
             Path(log.name).read_text()[-3000:]
         assert len(_processes_mentioning(str(out))) >= 3  # the launcher, torchrun, 2 ranks
         time.sleep(1.0)  # a few steps
-        launcher.send_signal(signal.SIGTERM)
-        assert launcher.wait(timeout=60) == 128 + signal.SIGTERM
+        launcher.send_signal(signum)
+        assert launcher.wait(timeout=60) == (-signum if signum == signal.SIGKILL else 128 + signum)
     finally:
         if launcher.poll() is None:
             launcher.kill()
-    text = Path(log.name).read_text()
     assert _wait_for(lambda: not _processes_mentioning(str(out)), 30), "a rank outlived the launcher"
+    text = Path(log.name).read_text()
     assert text.count("interrupted at step") == 1 and text.count("checkpoint: ") == 1, text[-3000:]
     step = int(text.split("interrupted at step ")[1].split()[0])
     assert step > 0 and load_checkpoint(out / "ckpt.pt").train_state["step"] == step
     assert sorted(p.name for p in out.iterdir()) == ["ckpt.pt", "loss.png"]  # no lock, no temp file
+    if signum != signal.SIGTERM:
+        return
     resumed = ok(minigpt("train", "--resume", str(out / "ckpt.pt"), "--max-iters", str(step + 3),
                          "--no-progress", "--sample-tokens", "0"))  # on one rank
     assert f"resumed from {out / 'ckpt.pt'} at step {step}" in resumed.stdout
