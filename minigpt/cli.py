@@ -128,7 +128,9 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
                            f"drop --nproc under torchrun")
     plan = train_plan(args)
     if nproc is not None and nproc > 1 and not started_by_torchrun():
-        return launch_ranks(plan, nproc, _rank_argv(argv, build_parser().train_command))
+        config = plan.train_config
+        del plan  # its corpus and checkpoint: the ranks read their own while this one waits
+        return launch_ranks(config, nproc, _rank_argv(argv, build_parser().train_command))
     return execute(plan)
 
 

@@ -150,10 +150,10 @@ def execute(plan: RunPlan) -> int:
         leave()
 
 
-def launch_ranks(plan: RunPlan, nproc: int, argv: list[str]) -> int:
-    """`minigpt train --nproc N`: the checked plan's command again, on N ranks under torchrun."""
-    check_world_size(plan.train_config.grad_accum_steps, nproc)
-    device = resolve_device(plan.train_config.device)
+def launch_ranks(config: TrainConfig, nproc: int, argv: list[str]) -> int:
+    """`minigpt train --nproc N`: a checked plan's command again, on N ranks under torchrun."""
+    check_world_size(config.grad_accum_steps, nproc)
+    device = resolve_device(config.device)
     if device.type == "cuda" and nproc > torch.cuda.device_count():
         raise MinigptError(f"--nproc {nproc}: this machine has {torch.cuda.device_count()} GPU(s); "
                            f"run at most that many ranks, or --device cpu")

@@ -378,7 +378,11 @@ class Trainer:
             self._save("ckpt.pt")
 
     def _save(self, name: str) -> Path | None:
-        if self.out_dir is None or not is_main_process():
+        if self.out_dir is None:
+            return None
+        if not is_main_process():  # rank 0 writes; the others know where, for their messages
+            if name == "ckpt.pt":
+                self.result.checkpoint = self.out_dir / name
             return None
         state = self.state
         state.scaler = self.scaler.state_dict() if self.scaler.is_enabled() else None

@@ -6,6 +6,7 @@ on 1 and ends where an uninterrupted run ends; SIGTERM saves once and every rank
 dies, or hangs, makes the other stop with a message instead of waiting gloo's 30 minutes.
 """
 
+import contextlib
 import os
 import re
 import signal
@@ -227,7 +228,12 @@ def test_a_stopped_launcher_saves_once_and_every_rank_exits(tmp_path, text_file,
     finally:
         if launcher.poll() is None:
             launcher.kill()
-    assert _wait_for(lambda: not _processes_mentioning(str(out)), 30), "a rank outlived the launcher"
+    gone = _wait_for(lambda: not _processes_mentioning(str(out)), 30)
+    outlived = [] if gone else _processes_mentioning(str(out))
+    for pid in outlived:  # a failed check leaves nothing running
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert not outlived, f"torchrun or a rank outlived the launcher: {outlived}"
     text = Path(log.name).read_text()
     assert text.count("interrupted at step") == 1 and text.count("checkpoint: ") == 1, text[-3000:]
     step = int(text.split("interrupted at step ")[1].split()[0])
