@@ -23,7 +23,7 @@ from minigpt.errors import MinigptError
 from minigpt.evaluate import evaluate_data
 from minigpt.options import Parser, add_config_options, given, option_name, option_names, parser_for
 from minigpt.presets import PRESETS, describe_presets, with_preset
-from minigpt.distributed import started_by_torchrun
+from minigpt.distributed import SaidByRankZero, launched_world_size, started_by_torchrun
 from minigpt.run import RunPlan, execute, launch_ranks, plan_run
 from minigpt.sampling import default_prompt, sample_text
 from minigpt.trainer import Interrupted, resolve_device
@@ -123,14 +123,14 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
     nproc = args.nproc
     if nproc is not None and nproc < 1:
         raise MinigptError(f"--nproc must be a whole number >= 1, got {nproc}")
-    if started_by_torchrun() and nproc is not None and nproc != int(os.environ["WORLD_SIZE"]):
-        raise MinigptError(f"--nproc {nproc}, but torchrun started {os.environ['WORLD_SIZE']} ranks: "
+    if started_by_torchrun() and nproc is not None and nproc != launched_world_size():
+        raise MinigptError(f"--nproc {nproc}, but torchrun started {launched_world_size()} ranks: "
                            f"drop --nproc under torchrun")
     plan = train_plan(args)
     if nproc is not None and nproc > 1 and not started_by_torchrun():
-        config = plan.train_config
+        config, out = plan.train_config, plan.out
         del plan  # its corpus and checkpoint: the ranks read their own while this one waits
-        return launch_ranks(config, nproc, _rank_argv(argv, build_parser().train_command))
+        return launch_ranks(config, out, nproc, _rank_argv(argv, build_parser().train_command))
     return execute(plan)
 
 
@@ -215,6 +215,13 @@ def _interrupt(signum, frame) -> None:
     raise Interrupted(signum)
 
 
+def _rank_label() -> str | None:
+    """This process's RANK under a launcher of several ranks, as the environment spells it; None
+    alone (read without checking: it labels messages, some of them about a garbled RANK)."""
+    several = os.environ.get("WORLD_SIZE", "1").strip() not in ("", "0", "1")
+    return os.environ.get("RANK") if several else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the exit status (2: bad input, 130: Ctrl-C, 143: SIGTERM)."""
     try:
@@ -229,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "prepare": run_prepare}[args.command](args)
         sys.stdout.flush()  # here, where a closed pipe is handled, not at exit
         return status
+    except SaidByRankZero:
+        return 2
     except MinigptError as error:
         message = str(error)
         if isinstance(error, ConfigError):  # name the option; one left out is None: say whose value
@@ -237,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             origin = "the preset's or the default" if getattr(args, "preset", None) else "the default or the checkpoint's"
             hint = f" (not given here: {origin} value; give {option} too)" if not_given else ""
             message = f"{option} must be {error.allowed.removesuffix(' (or None)')}, got {error.value!r}{hint}"
-        who = f" (rank {os.environ['RANK']})" if started_by_torchrun() else ""
+        who = f" (rank {_rank_label()})" if _rank_label() is not None else ""
         print(f"minigpt: error{who}: {message}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `minigpt sample | head`: the reader has all it wanted
@@ -245,7 +254,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 128 + 13  # as if killed by SIGPIPE, the shell's convention
     except KeyboardInterrupt as stop:  # Ctrl-C at start-up, or a second one while saving
         signum = stop.signum if isinstance(stop, Interrupted) else signal.SIGINT
-        print(f"minigpt: stopped by {signal.Signals(signum).name}", file=sys.stderr)
+        if _rank_label() in (None, "0"):  # every rank got the signal: one line says so
+            print(f"minigpt: stopped by {signal.Signals(signum).name}", file=sys.stderr)
         return 128 + signum
     finally:
         if previous is not None:

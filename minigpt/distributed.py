@@ -39,6 +39,10 @@ class RankLost(MinigptError):
     """Another rank died, or stopped answering past the timeout: this one stops too."""
 
 
+class SaidByRankZero(MinigptError):
+    """A problem rank 0 found and reports: the other ranks stop without repeating it."""
+
+
 def is_distributed() -> bool:
     """Whether this process is one rank of a process group of more than one."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
@@ -61,7 +65,29 @@ def is_main_process() -> bool:
 
 def started_by_torchrun() -> bool:
     """Whether torchrun (or another launcher) made this process one of several ranks."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+    return launched_world_size() > 1
+
+
+def launched_world_size() -> int:
+    """The number of ranks the launcher's environment (WORLD_SIZE, RANK) says; 1 without one."""
+    world = _whole_number("WORLD_SIZE", os.environ.get("WORLD_SIZE", "1"), 1)
+    if world > 1 and "RANK" in os.environ:
+        _whole_number("RANK", os.environ["RANK"], 0, world - 1)
+        return world
+    return 1
+
+
+def _whole_number(name: str, text: str, low: int, high: int | None = None) -> int:
+    """An environment variable's whole number, or an error naming it (a stray or garbled one)."""
+    allowed = f"in [{low}, {high}]" if high is not None else f">= {low}"
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < low or (high is not None and value > high):
+        raise MinigptError(f"the environment variable {name} must be a whole number {allowed} "
+                           f"(torchrun sets it), got {text!r}; unset it to train in one process")
+    return value
 
 
 def join_from_env(device: torch.device, timeout_s: float) -> torch.device:
@@ -81,6 +107,8 @@ def join_from_env(device: torch.device, timeout_s: float) -> torch.device:
         raise MinigptError(f"RANK and WORLD_SIZE are set but not {' and '.join(missing)}: start the "
                            f"ranks with torchrun (or minigpt train --nproc), or unset WORLD_SIZE to "
                            f"train in one process")
+    if sys.platform == "linux":  # torchrun killed outright: this rank stops (and saves) anyway
+        _term_when_parent_dies()
     backend = "nccl" if device.type == "cuda" else "gloo"
     try:
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
@@ -164,7 +192,9 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
     previous = {s: signal.signal(s, forward) for s in stops}
     try:
         status = child.wait()
-        return 128 + received[0] if received else status  # stopped by a signal: say which
+        if received:  # stopped by a signal here: say which
+            return 128 + received[0]
+        return 128 - status if status < 0 else status  # -N: torchrun was killed by signal N
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -178,7 +208,8 @@ def _usable_cores() -> int:
 
 
 def _term_when_parent_dies() -> None:
-    """In torchrun's process, before it starts (Linux): SIGTERM to it when `launch` dies."""
+    """SIGTERM to this process when its parent dies (Linux): torchrun's when `launch` dies, a
+    rank's when torchrun does, so that no process trains on unseen."""
     import ctypes
     PR_SET_PDEATHSIG = 1
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)

@@ -14,7 +14,6 @@ tokenizer is the one every rank uses.
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,11 +25,13 @@ import torch
 from minigpt.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from minigpt.config import DataConfig, GPTConfig, TrainConfig
 from minigpt.data import check_length, data_source, encode_corpus, load_text, train_val_split
-from minigpt.distributed import (check_world_size, is_distributed, is_main_process, join_from_env,
-                                 launch, leave, share, started_by_torchrun, world_size)
+from minigpt.distributed import (SaidByRankZero, check_world_size, is_distributed, is_main_process, join_from_env,
+                                 launch, launched_world_size, leave, share, started_by_torchrun,
+                                 world_size)
 from minigpt.errors import MinigptError
 from minigpt.model import GPT
-from minigpt.runfolder import CHECKPOINT_NAMES, RunLock, check_run_folder, remove_stale_temp_files
+from minigpt.runfolder import (CHECKPOINT_NAMES, RunLock, check_not_in_use, check_run_folder,
+                               remove_stale_temp_files)
 from minigpt.sampling import default_prompt, sample_text
 from minigpt.shards import TokenShards
 from minigpt.tokenizers import tokenizer_from_dict, train_tokenizer
@@ -77,7 +78,7 @@ def plan_run(data_options: dict[str, Any], model_options: dict[str, Any],
         out = out if "out" in data_options else ckpt.path.parent
     resolve_device(train_config.device)  # 'cuda' on a machine without CUDA fails here, not later
     if started_by_torchrun():  # every rank finds this, before any of them waits for another
-        check_world_size(train_config.grad_accum_steps, int(os.environ["WORLD_SIZE"]))
+        check_world_size(train_config.grad_accum_steps, launched_world_size())
     replace = check_run_folder(out, ckpt.path if ckpt else None, overwrite)
     name = "--data" if "data" in data_options or ckpt is None else "the checkpoint's data"
     text = None if is_shards(data) else load_text(data, name)  # shards stay on disk
@@ -150,9 +151,10 @@ def execute(plan: RunPlan) -> int:
         leave()
 
 
-def launch_ranks(config: TrainConfig, nproc: int, argv: list[str]) -> int:
+def launch_ranks(config: TrainConfig, out: Path, nproc: int, argv: list[str]) -> int:
     """`minigpt train --nproc N`: a checked plan's command again, on N ranks under torchrun."""
     check_world_size(config.grad_accum_steps, nproc)
+    check_not_in_use(out)  # said here once, not by every rank after torchrun has started them
     device = resolve_device(config.device)
     if device.type == "cuda" and nproc > torch.cuda.device_count():
         raise MinigptError(f"--nproc {nproc}: this machine has {torch.cuda.device_count()} GPU(s); "
@@ -174,8 +176,7 @@ def _run_folder(plan: RunPlan):
             except MinigptError as error:
                 problem = error
         if share(problem is not None):  # rank 0's word (alone: this process's own)
-            raise problem if problem is not None else MinigptError(
-                "rank 0 could not take the run folder (its message says why)")
+            raise problem if problem is not None else SaidByRankZero("rank 0 could not take the run folder")
         yield
 
 

@@ -124,6 +124,21 @@ def _is_alive(pid: int, host: str) -> bool:
     return True
 
 
+def check_not_in_use(folder: str | Path) -> None:
+    """Refuse `folder` if a live run holds its lock. Only a look: the run takes the lock itself
+    (`minigpt train --nproc` looks before starting the ranks, whose rank 0 then takes it)."""
+    path = Path(folder) / LOCK_NAME
+    owner = _read_owner(path)
+    if owner is not None and _is_alive(*owner):
+        raise _in_use(path, *owner)
+
+
+def _in_use(lock: Path, pid: int, host: str) -> FolderInUse:
+    return FolderInUse(f"--out {str(lock.parent)!r} is in use by another minigpt run (process "
+                       f"{pid} on {host}); wait for it to end or choose another --out (if no run "
+                       f"is alive, delete {str(lock)!r})")
+
+
 class RunLock:
     """Hold `folder`'s lock for as long as the `with` block runs (or until `release`).
 
@@ -152,11 +167,7 @@ class RunLock:
                 return self
             owner = _read_owner(self.path)
             if owner is not None and _is_alive(*owner):
-                pid, host = owner
-                raise FolderInUse(
-                    f"--out {str(self.path.parent)!r} is in use by another minigpt run (process "
-                    f"{pid} on {host}); wait for it to end or choose another --out (if no run is "
-                    f"alive, delete {str(self.path)!r})")
+                raise _in_use(self.path, *owner)
             if owner is not None:
                 self.taken_over = f"left by run {owner[0]}, which is no longer running"
             elif self.path.exists():  # not a lock we wrote: empty or garbled

@@ -241,16 +241,25 @@ class Trainer:
                 loss = self.train_step()
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self._lr(state.step - 1):.2e}")
-                if cfg.checkpoint_interval and state.step % cfg.checkpoint_interval == 0:
-                    self._save("ckpt.pt")
+                if self._checkpoint_due() and not self._evaluation_due():
+                    self._save("ckpt.pt")  # (an evaluation step saves after its evaluation)
             self.result.interrupted, self.result.stop_signal = stop.agreed is not None, stop.agreed
-            if state.step % cfg.eval_interval == 0 or state.step == cfg.max_iters:
+            if self._evaluation_due():
                 self._evaluate_and_save(bar)
-            elif state.step > 0:
+            elif state.step > 0 and not self._checkpoint_due():  # else: saved in the loop
                 # Off the evaluation schedule: save without evaluating, so that a resumed run's
                 # history is the same as an uninterrupted run's.
                 self._save("ckpt.pt")
         return self.result
+
+    def _evaluation_due(self) -> bool:
+        """Whether the current step is evaluated (and saved): every eval_interval, and the last."""
+        return self.state.step % self.config.eval_interval == 0 or self.state.step == self.config.max_iters
+
+    def _checkpoint_due(self) -> bool:
+        """Whether --checkpoint-interval asks for a save at the current step."""
+        interval = self.config.checkpoint_interval
+        return bool(interval) and self.state.step % interval == 0
 
     def micro_batch(self, step: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Micro-batch `index` of optimizer step `step`: (x, y), both (batch_size, context_length).

@@ -25,6 +25,7 @@ from minigpt.checkpoint import load_checkpoint
 from minigpt.cli import _rank_argv, build_parser
 from minigpt.config import ConfigError
 from minigpt.distributed import micro_steps_of_rank
+from minigpt.runfolder import RunLock
 
 WEIGHT_ATOL = 1e-5  # gloo sums two float32 gradients, then DDP divides: rounding only, over 20 AdamW steps
 RUN_TIMEOUT = 240   # seconds for any one command here (start-up of 2 Pythons with torch is ~10 s)
@@ -151,6 +152,28 @@ def test_dist_timeout_out_of_range_is_refused(tmp_path, text_file, value):
     assert "--dist-timeout must be a finite number in [1, 604800]" in result.stderr, result.stderr
 
 
+@pytest.mark.parametrize("env, message", [
+    ({"WORLD_SIZE": "abc"}, "the environment variable WORLD_SIZE must be a whole number >= 1 (torchrun sets it), got 'abc'"),
+    ({"WORLD_SIZE": "2", "RANK": "5"}, "the environment variable RANK must be a whole number in [0, 1]"),
+])
+def test_a_garbled_launcher_environment_is_named(tmp_path, text_file, env, message):
+    result = subprocess.run([sys.executable, "-m", "minigpt", "train", "--data", str(text_file),
+                             "--out", str(tmp_path / "run"), *TINY], capture_output=True, text=True,
+                            timeout=RUN_TIMEOUT, env={**env_one_thread(), **env})
+    assert result.returncode == 2 and message in result.stderr, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+
+
+def test_a_folder_in_use_is_refused_once_before_the_ranks_start(tmp_path, text_file):
+    out = tmp_path / "run"
+    with RunLock(out):  # a live run (this test's process) holds it
+        result = minigpt("train", "--nproc", "2", "--grad-accum-steps", "2", "--data", str(text_file),
+                         "--out", str(out), *TINY)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.count("minigpt: error") == 1 and "is in use by another minigpt run" in result.stderr
+    assert "Traceback" not in result.stderr and "rank" not in result.stderr  # torchrun never started
+
+
 # -- the same numbers on any number of ranks ----------------------------------------------------
 
 def test_two_ranks_under_torchrun_equal_one_process(tmp_path, text_file):
@@ -207,11 +230,13 @@ def _wait_for(predicate, seconds: float) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="reads the ranks' command lines from /proc")
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL],
-                         ids=["SIGTERM", "SIGHUP", "SIGKILL"])
-def test_a_stopped_launcher_saves_once_and_every_rank_exits(tmp_path, text_file, signum):
-    """SIGTERM and a hang-up are passed on; a launcher killed outright (SIGKILL) leaves torchrun
-    its parent-death SIGTERM: each time the ranks stop after the same step and rank 0 saves once."""
+@pytest.mark.parametrize("signum, victim", [(signal.SIGTERM, "launcher"), (signal.SIGHUP, "launcher"),
+                                            (signal.SIGKILL, "launcher"), (signal.SIGKILL, "torchrun")],
+                         ids=["SIGTERM", "SIGHUP", "SIGKILL", "SIGKILL-torchrun"])
+def test_a_stopped_launcher_saves_once_and_every_rank_exits(tmp_path, text_file, signum, victim):
+    """SIGTERM and a hang-up are passed on; a process killed outright (SIGKILL: the launcher, or
+    torchrun) leaves its child a parent-death SIGTERM: each time the ranks stop after the same step
+    and rank 0 saves once."""
     out = tmp_path / "stopped"
     log = (tmp_path / "log.txt").open("w+")
     launcher = subprocess.Popen([sys.executable, "-m", "minigpt", "train", "--nproc", "2", "--data",
@@ -223,8 +248,14 @@ def test_a_stopped_launcher_saves_once_and_every_rank_exits(tmp_path, text_file,
             Path(log.name).read_text()[-3000:]
         assert len(_processes_mentioning(str(out))) >= 3  # the launcher, torchrun, 2 ranks
         time.sleep(1.0)  # a few steps
-        launcher.send_signal(signum)
-        assert launcher.wait(timeout=60) == (-signum if signum == signal.SIGKILL else 128 + signum)
+        if victim == "launcher":
+            launcher.send_signal(signum)
+            assert launcher.wait(timeout=60) == (-signum if signum == signal.SIGKILL else 128 + signum)
+        else:
+            [torchrun_pid] = [pid for pid in _processes_mentioning(str(out))
+                              if b"torch.distributed.run" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+            os.kill(torchrun_pid, signum)
+            assert launcher.wait(timeout=60) == 128 + signum  # as a shell reports a killed command
     finally:
         if launcher.poll() is None:
             launcher.kill()
@@ -240,7 +271,7 @@ def test_a_stopped_launcher_saves_once_and_every_rank_exits(tmp_path, text_file,
     assert step > 0 and load_checkpoint(out / "ckpt.pt").train_state["step"] == step
     assert sorted(p.name for p in out.iterdir()) == ["ckpt.pt", "loss.png"]  # no lock, no temp file
     if signum != signal.SIGTERM:
-        return
+        return  # resumed once, below
     resumed = ok(minigpt("train", "--resume", str(out / "ckpt.pt"), "--max-iters", str(step + 3),
                          "--no-progress", "--sample-tokens", "0"))  # on one rank
     assert f"resumed from {out / 'ckpt.pt'} at step {step}" in resumed.stdout

@@ -618,3 +618,17 @@ def test_train_from_python_draws_no_progress_bar_into_a_log(tiny_model, char_tok
     assert "\r" not in out + err and "training:" not in err and "step/s" not in err
     assert [line.split(":")[0] for line in out.splitlines()] == ["step      0", "step     10",
                                                                   "step     20", "step     30"]
+
+
+@pytest.mark.parametrize("until", [20, 7, 8])
+def test_each_step_is_saved_at_most_once(tmp_path, tiny_config, char_tokenizer, splits, until):
+    """--checkpoint-interval steps that are also evaluation steps, the last step, or where a run
+    stops (`until`) are written once, not once per rule (the other ranks wait out every save)."""
+    trainer = small_trainer(tiny_config, char_tokenizer, splits, tmp_path, checkpoint_interval=4,
+                            eval_interval=8)
+    saves, real_save = [], trainer._save
+    trainer._save = lambda name: saves.append((name, trainer.state.step)) or real_save(name)
+    trainer.run(until=until)
+    ckpt_steps = [step for name, step in saves if name == "ckpt.pt"]
+    expected = {20: [4, 8, 12, 16, 20], 7: [4, 7], 8: [4, 8]}[until]
+    assert ckpt_steps == expected, saves
