@@ -170,14 +170,14 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
 
     The cores are split between the ranks (OMP_NUM_THREADS, unless set). torchrun runs in a
     session of its own, so that a Ctrl-C reaches it once, from here; it passes the signal to the
-    ranks, which stop together after a step and save (torchrun then prints its own traceback).
+    ranks, which stop together after a step and save.
     A hang-up or quit is passed on as SIGTERM (the ranks save on it), and on Linux torchrun gets
     SIGTERM too if this process is killed outright, so no rank trains on unseen.
     """
     threads = max(1, _usable_cores() // nproc)
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads))}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={nproc}", "-m", "minigpt", *argv]
+    command = [sys.executable, "-c", _TORCHRUN, "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "minigpt", *argv]
     if os.name == "nt":  # one console: a Ctrl-C reaches torchrun and the ranks by itself
         return subprocess.call(command, env=env)
     child = subprocess.Popen(command, env=env, start_new_session=True,
@@ -198,6 +198,36 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+# torchrun itself, run by `launch` through `torchrun_quietly`
+_TORCHRUN = "import sys; from minigpt.distributed import torchrun_quietly; sys.exit(torchrun_quietly(sys.argv[1:]))"
+
+
+def torchrun_quietly(args: Sequence[str]) -> int:
+    """torchrun (`python -m torch.distributed.run ARGS`), its exit status; a stop by a signal, or a
+    rank that failed, ends with one line instead of torchrun's tracebacks (the ranks have said
+    what happened: a minigpt error, or the step they stopped after and the checkpoint)."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main
+    try:
+        main(list(args))
+    except (SignalException, KeyboardInterrupt) as stop:
+        signum = int(getattr(stop, "sigval", signal.SIGINT))
+        print(f"minigpt: the ranks were stopped by {signal.Signals(signum).name}", file=sys.stderr)
+        return 128 + signum
+    except ChildFailedError as failed:
+        failed_rank, failure = failed.get_first_failure()
+        if failure.exitcode < 0:
+            print(f"minigpt: rank {failed_rank} was killed by {signal.Signals(-failure.exitcode).name}; "
+                  f"torchrun stopped the others", file=sys.stderr)
+            return 128 - failure.exitcode
+        if failure.exitcode != 2:  # 2: a minigpt error the rank printed
+            print(f"minigpt: rank {failed_rank} exited with status {failure.exitcode}; torchrun "
+                  f"stopped the others", file=sys.stderr)
+        return failure.exitcode
+    return 0
 
 
 def _usable_cores() -> int:

@@ -24,7 +24,7 @@ from minigpt import shakespeare
 from minigpt.checkpoint import load_checkpoint
 from minigpt.cli import _rank_argv, build_parser
 from minigpt.config import ConfigError
-from minigpt.distributed import micro_steps_of_rank
+from minigpt.distributed import _TORCHRUN, micro_steps_of_rank
 from minigpt.runfolder import RunLock
 
 WEIGHT_ATOL = 1e-5  # gloo sums two float32 gradients, then DDP divides: rounding only, over 20 AdamW steps
@@ -253,7 +253,7 @@ def test_a_stopped_launcher_saves_once_and_every_rank_exits(tmp_path, text_file,
             assert launcher.wait(timeout=60) == (-signum if signum == signal.SIGKILL else 128 + signum)
         else:
             [torchrun_pid] = [pid for pid in _processes_mentioning(str(out))
-                              if b"torch.distributed.run" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+                              if b"torchrun_quietly" in Path(f"/proc/{pid}/cmdline").read_bytes()]
             os.kill(torchrun_pid, signum)
             assert launcher.wait(timeout=60) == 128 + signum  # as a shell reports a killed command
     finally:
@@ -266,6 +266,9 @@ def test_a_stopped_launcher_saves_once_and_every_rank_exits(tmp_path, text_file,
             os.kill(pid, signal.SIGKILL)
     assert not outlived, f"torchrun or a rank outlived the launcher: {outlived}"
     text = Path(log.name).read_text()
+    assert "Traceback" not in text, text[-3000:]  # torchrun's own is left out (torchrun_quietly)
+    if victim == "launcher" and signum != signal.SIGKILL:  # passed on to torchrun as SIGTERM
+        assert "minigpt: the ranks were stopped by SIGTERM" in text, text[-2000:]
     assert text.count("interrupted at step") == 1 and text.count("checkpoint: ") == 1, text[-3000:]
     step = int(text.split("interrupted at step ")[1].split()[0])
     assert step > 0 and load_checkpoint(out / "ckpt.pt").train_state["step"] == step
@@ -306,14 +309,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_a_rank_that_dies_stops_the_other_with_a_message(tmp_path, text_file):
+@pytest.mark.parametrize("launcher", ["torchrun", "minigpt --nproc"])
+def test_a_rank_that_dies_stops_the_other_with_a_message(tmp_path, text_file, launcher):
+    """torchrun's own summary names the exit code; through `minigpt train --nproc` (torchrun run by
+    `torchrun_quietly`) one line says it, without torchrun's traceback."""
     script = tmp_path / "rank_fails.py"
     script.write_text(RANK_FAILS)
-    result = torchrun(2, str(script), "dies", "5", "train", "--data", str(text_file), "--out",
-                      str(tmp_path / "run"), "--grad-accum-steps", "2", "--max-iters", "1000",
-                      "--eval-interval", "3", *TINY)
-    assert result.returncode != 0  # within RUN_TIMEOUT, not gloo's 30 minutes
-    assert re.search(r"exitcode\s*:\s*7\b", result.stderr), result.stderr[-3000:]  # torchrun's summary
+    args = [str(script), "dies", "5", "train", "--data", str(text_file), "--out", str(tmp_path / "run"),
+            "--grad-accum-steps", "2", "--max-iters", "1000", "--eval-interval", "3", *TINY]
+    if launcher == "torchrun":
+        result = torchrun(2, *args)
+        assert result.returncode != 0  # within RUN_TIMEOUT, not gloo's 30 minutes
+        assert re.search(r"exitcode\s*:\s*7\b", result.stderr), result.stderr[-3000:]  # torchrun's summary
+    else:
+        result = subprocess.run([sys.executable, "-c", _TORCHRUN, "--standalone", "--nproc_per_node=2",
+                                 *args], capture_output=True, text=True, timeout=RUN_TIMEOUT,
+                                env=env_one_thread())
+        assert result.returncode == 7, result.stderr[-3000:]
+        assert "minigpt: rank 1 exited with status 7; torchrun stopped the others" in result.stderr
+        assert "Traceback" not in result.stderr and "ChildFailedError" not in result.stderr
     assert "minigpt: error (rank 0): rank 0 of 2: another rank died or stopped answering during step 5" in result.stderr
     # the checkpoint of step 3 is kept as it was
     assert load_checkpoint(tmp_path / "run" / "ckpt.pt").train_state["step"] == 3
