@@ -22,6 +22,7 @@ The rules of a data-parallel run (`minigpt.trainer` follows them):
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import signal
 import subprocess
@@ -165,32 +166,35 @@ def share(value: Any) -> Any:
     return box[0]
 
 
-def launch(nproc: int, argv: Sequence[str]) -> int:
+def launch(nproc: int, argv: Sequence[str], stop_within_s: float = 300.0) -> int:
     """Run `minigpt <argv>` on `nproc` ranks under torchrun; its exit status.
 
     The cores are split between the ranks (OMP_NUM_THREADS, unless set). torchrun runs in a
     session of its own, so that a Ctrl-C reaches it once, from here; it passes the signal to the
-    ranks, which stop together after a step and save.
-    A hang-up or quit is passed on as SIGTERM (the ranks save on it), and on Linux torchrun gets
-    SIGTERM too if this process is killed outright, so no rank trains on unseen.
+    ranks, which stop together after a step and save, and it gives them `stop_within_s` seconds to
+    do so (its own default is 30). A hang-up or quit is passed on as SIGTERM, and on Linux torchrun
+    gets SIGTERM too if this process is killed outright, so no rank trains on unseen.
     """
     threads = max(1, _usable_cores() // nproc)
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads))}
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads)),
+           "MINIGPT_LAUNCHER_PID": str(os.getpid())}
     command = [sys.executable, "-c", _TORCHRUN, "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "minigpt", *argv]
-    if os.name == "nt":  # one console: a Ctrl-C reaches torchrun and the ranks by itself
-        return subprocess.call(command, env=env)
-    child = subprocess.Popen(command, env=env, start_new_session=True,
-                             preexec_fn=_term_when_parent_dies if sys.platform == "linux" else None)
+               f"--shutdown-timeout={math.ceil(stop_within_s)}", "-m", "minigpt", *argv]
     received: list[int] = []
+    child: subprocess.Popen | None = None
 
     def forward(signum, frame):
         received.append(signum)
-        child.send_signal(signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
+        if child is not None and os.name != "nt":  # Windows: the console's Ctrl-C reached it
+            child.send_signal(signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
 
-    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
-    previous = {s: signal.signal(s, forward) for s in stops}
+    stops = [signal.SIGINT, signal.SIGTERM] + [getattr(signal, name) for name in ("SIGHUP", "SIGQUIT")
+                                               if hasattr(signal, name)]
+    previous = {s: signal.signal(s, forward) for s in stops}  # before torchrun starts: none is lost
     try:
+        child = subprocess.Popen(command, env=env, start_new_session=os.name != "nt")
+        if received:  # a signal came while it started
+            forward(received.pop(), None)
         status = child.wait()
         if received:  # stopped by a signal here: say which
             return 128 + received[0]
@@ -211,6 +215,8 @@ def torchrun_quietly(args: Sequence[str]) -> int:
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import main
+    if sys.platform == "linux":
+        _term_when_parent_dies(int(os.environ.get("MINIGPT_LAUNCHER_PID", "0")))
     try:
         main(list(args))
     except (SignalException, KeyboardInterrupt) as stop:
@@ -218,16 +224,28 @@ def torchrun_quietly(args: Sequence[str]) -> int:
         print(f"minigpt: the ranks were stopped by {signal.Signals(signum).name}", file=sys.stderr)
         return 128 + signum
     except ChildFailedError as failed:
-        failed_rank, failure = failed.get_first_failure()
-        if failure.exitcode < 0:
-            print(f"minigpt: rank {failed_rank} was killed by {signal.Signals(-failure.exitcode).name}; "
-                  f"torchrun stopped the others", file=sys.stderr)
-            return 128 - failure.exitcode
-        if failure.exitcode != 2:  # 2: a minigpt error the rank printed
-            print(f"minigpt: rank {failed_rank} exited with status {failure.exitcode}; torchrun "
-                  f"stopped the others", file=sys.stderr)
-        return failure.exitcode
+        return _say_why_ranks_failed({rank: f.exitcode for rank, f in failed.failures.items()})
     return 0
+
+
+def _say_why_ranks_failed(exitcodes: dict[int, int]) -> int:
+    """One line for the failed ranks (rank -> exit code, -N: killed by signal N); the status to
+    exit with. The cause is the rank that failed on its own, not one stopped afterwards (by
+    torchrun's SIGTERM, or by a minigpt error, 2, saying that another rank was lost)."""
+    stopped = {-signal.SIGTERM, -signal.SIGINT, 128 + signal.SIGTERM, 128 + signal.SIGINT}
+    causes = {r: code for r, code in exitcodes.items() if code not in stopped | {2}}
+    if not causes:
+        if any(code == 2 for code in exitcodes.values()):
+            return 2  # a minigpt error, which the ranks printed
+        code = next(iter(exitcodes.values()))  # every rank stopped on a signal
+        signum = -code if code < 0 else code - 128
+        print(f"minigpt: the ranks were stopped by {signal.Signals(signum).name}", file=sys.stderr)
+        return 128 + signum
+    rank, code = min(causes.items())
+    what = (f"was killed by {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals()
+            else f"exited with status {code}")
+    print(f"minigpt: rank {rank} {what}; torchrun stopped the others", file=sys.stderr)
+    return 128 - code if code < 0 else code
 
 
 def _usable_cores() -> int:
@@ -237,9 +255,13 @@ def _usable_cores() -> int:
     return os.cpu_count() or 1
 
 
-def _term_when_parent_dies() -> None:
+def _term_when_parent_dies(parent_pid: int = 0) -> None:
     """SIGTERM to this process when its parent dies (Linux): torchrun's when `launch` dies, a
-    rank's when torchrun does, so that no process trains on unseen."""
+    rank's when torchrun does, so that no process trains on unseen. `parent_pid`: the parent
+    expected; if it is already gone (it died before this call), stop now."""
     import ctypes
     PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM)) != 0:
+        return  # not allowed here: the other guards (timeouts, torchrun) remain
+    if parent_pid and os.getppid() != parent_pid:
+        os.kill(os.getpid(), signal.SIGTERM)

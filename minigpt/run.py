@@ -162,7 +162,7 @@ def launch_ranks(config: TrainConfig, out: Path, nproc: int, argv: list[str]) ->
     if device.type not in ("cpu", "cuda"):
         raise MinigptError(f"--nproc {nproc} needs --device cpu or cuda (torch.distributed has no "
                            f"backend for {device.type})")
-    return launch(nproc, argv)
+    return launch(nproc, argv, stop_within_s=config.dist_timeout)
 
 
 @contextlib.contextmanager

@@ -180,8 +180,10 @@ class Trainer:
         self.scaler = gradient_scaler(self.device, self.dtype)
         self.model.to(self.device).train()
         # on several ranks, DDP averages the gradients inside backward(); alone, the model itself
-        self.step_model = (DistributedDataParallel(model, device_ids=[self.device] if
-                           self.device.type == "cuda" else None) if is_distributed() else model)
+        # (broadcast_buffers off: the buffers are constants, and the forward pass then waits for
+        # no other rank, so only backward and the step's collectives can be another rank's fault)
+        self.step_model = (DistributedDataParallel(model, device_ids=[self.device] if self.device.type
+                           == "cuda" else None, broadcast_buffers=False) if is_distributed() else model)
         self.optimizer = configure_optimizer(model, config, self.device)
         # each group's peak rate and settings, from the config (a resume keeps them: see `resume`)
         self.group_settings = [{key: value for key, value in group.items() if key != "params"}
@@ -253,7 +255,8 @@ class Trainer:
         return self.result
 
     def _evaluation_due(self) -> bool:
-        """Whether the current step is evaluated (and saved): every eval_interval, and the last."""
+        """Whether the current step is evaluated (and, after step 0, saved): every eval_interval,
+        and the last."""
         return self.state.step % self.config.eval_interval == 0 or self.state.step == self.config.max_iters
 
     def _checkpoint_due(self) -> bool:
@@ -294,7 +297,8 @@ class Trainer:
             with self._micro_step_context(last):
                 with autocast(self.device, self.dtype):
                     _, loss = self.step_model(x, y)
-                self.scaler.scale(loss / len(mine)).backward()  # .grad: the mean's gradient
+                with self._among_ranks() if last else contextlib.nullcontext():
+                    self.scaler.scale(loss / len(mine)).backward()  # .grad: the mean's gradient
             loss_sum += loss.detach().float()
         with self._among_ranks():
             value = sum_over_ranks([loss_sum], self.device)[0] / cfg.grad_accum_steps
@@ -315,9 +319,9 @@ class Trainer:
     def _micro_step_context(self, last: bool) -> contextlib.AbstractContextManager:
         """Alone: nothing. On several ranks, DDP averages the gradients in the last micro-step's
         backward (which waits for the other ranks); the others keep theirs local (no_sync)."""
-        if not is_distributed():
+        if not is_distributed() or last:
             return contextlib.nullcontext()
-        return self._among_ranks() if last else self.step_model.no_sync()
+        return self.step_model.no_sync()
 
     @contextlib.contextmanager
     def _among_ranks(self) -> Iterator[None]:

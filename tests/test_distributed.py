@@ -24,7 +24,7 @@ from minigpt import shakespeare
 from minigpt.checkpoint import load_checkpoint
 from minigpt.cli import _rank_argv, build_parser
 from minigpt.config import ConfigError
-from minigpt.distributed import _TORCHRUN, micro_steps_of_rank
+from minigpt.distributed import _TORCHRUN, _say_why_ranks_failed, micro_steps_of_rank
 from minigpt.runfolder import RunLock
 
 WEIGHT_ATOL = 1e-5  # gloo sums two float32 gradients, then DDP divides: rounding only, over 20 AdamW steps
@@ -96,6 +96,19 @@ def test_what_each_rank_runs_has_no_nproc_and_every_option_spelled_out():
     for name in names:
         parsed = get_args_parser().parse_args(["--standalone", "-m", "minigpt", "train", name, "1"])
         assert parsed.training_script_args[-2:] == [name, "1"]
+
+
+@pytest.mark.parametrize("exitcodes, status, line", [
+    ({0: 2, 1: 7}, 7, "minigpt: rank 1 exited with status 7; torchrun stopped the others"),
+    ({0: -15, 1: -9}, 137, "minigpt: rank 1 was killed by SIGKILL; torchrun stopped the others"),
+    ({0: 143, 1: 143}, 143, "minigpt: the ranks were stopped by SIGTERM"),
+    ({0: 2, 1: 2}, 2, ""),  # a minigpt error: the ranks printed it
+])
+def test_the_rank_that_failed_first_is_named_not_the_ones_stopped(exitcodes, status, line, capsys):
+    """torchrun records the ranks it stopped (SIGTERM) and those that stopped on another's loss (2)
+    beside the cause, with whole-second timestamps: the cause is found by its exit code."""
+    assert _say_why_ranks_failed(exitcodes) == status
+    assert capsys.readouterr().err.strip() == line
 
 
 @pytest.mark.parametrize("args, message", [
@@ -284,18 +297,23 @@ def test_a_stopped_launcher_saves_once_and_every_rank_exits(tmp_path, text_file,
 RANK_FAILS = """
 import os, sys, time
 from minigpt import cli
+from minigpt.model import GPT
 from minigpt.trainer import Trainer
 
 how, at_step = sys.argv[1], int(sys.argv[2])
 original = Trainer.train_step
 
+def broken_forward(self, *args, **kwargs):
+    raise RuntimeError("rank 1's own bug")
+
 def train_step(self):
     if os.environ["RANK"] == "1" and self.state.step == at_step:
         if how == "dies":
             os._exit(7)          # as if killed: no goodbye to the others
-        if how == "raises":
-            raise RuntimeError("rank 1's own bug")
-        time.sleep(600)          # hangs: alive, but never joins the next collective
+        if how == "raises":      # in the model's forward, inside the step: its own bug
+            GPT.forward = broken_forward
+        else:
+            time.sleep(600)      # hangs: alive, but never joins the next collective
     return original(self)
 
 Trainer.train_step = train_step
@@ -309,10 +327,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("launcher", ["torchrun", "minigpt --nproc"])
+@pytest.mark.parametrize("launcher", ["torchrun", "torchrun_quietly"])
 def test_a_rank_that_dies_stops_the_other_with_a_message(tmp_path, text_file, launcher):
-    """torchrun's own summary names the exit code; through `minigpt train --nproc` (torchrun run by
-    `torchrun_quietly`) one line says it, without torchrun's traceback."""
+    """torchrun's own summary names the exit code; `torchrun_quietly` (how `minigpt train --nproc`
+    runs torchrun) says it in one line, without torchrun's traceback."""
     script = tmp_path / "rank_fails.py"
     script.write_text(RANK_FAILS)
     args = [str(script), "dies", "5", "train", "--data", str(text_file), "--out", str(tmp_path / "run"),
