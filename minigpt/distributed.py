@@ -205,7 +205,8 @@ def launch(nproc: int, argv: Sequence[str], stop_within_s: float = 300.0) -> int
 
 
 # torchrun itself, run by `launch` through `torchrun_quietly`
-_TORCHRUN = "import sys; from minigpt.distributed import torchrun_quietly; sys.exit(torchrun_quietly(sys.argv[1:]))"
+_TORCHRUN = ("import sys; from minigpt.distributed import torchrun_quietly; "
+             "sys.exit(torchrun_quietly(sys.argv[1:]))")
 
 
 def torchrun_quietly(args: Sequence[str]) -> int:

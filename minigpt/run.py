@@ -25,9 +25,9 @@ import torch
 from minigpt.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from minigpt.config import DataConfig, GPTConfig, TrainConfig
 from minigpt.data import check_length, data_source, encode_corpus, load_text, train_val_split
-from minigpt.distributed import (SaidByRankZero, check_world_size, is_distributed, is_main_process, join_from_env,
-                                 launch, launched_world_size, leave, share, started_by_torchrun,
-                                 world_size)
+from minigpt.distributed import (SaidByRankZero, check_world_size, is_distributed, is_main_process,
+                                 join_from_env, launch, launched_world_size, leave, share,
+                                 started_by_torchrun, world_size)
 from minigpt.errors import MinigptError
 from minigpt.model import GPT
 from minigpt.runfolder import (CHECKPOINT_NAMES, RunLock, check_not_in_use, check_run_folder,
