@@ -177,9 +177,12 @@ def launch(nproc: int, argv: Sequence[str], stop_within_s: float = 300.0) -> int
     """
     threads = max(1, _usable_cores() // nproc)
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads)),
-           "MINIGPT_LAUNCHER_PID": str(os.getpid())}
+           "MINIGPT_LAUNCHER_PID": str(os.getpid()),
+           # read by recent torchruns (2.13 here); older ones kill the ranks after 30 s
+           "TORCH_ELASTIC_SHUTDOWN_TIMEOUT": os.environ.get("TORCH_ELASTIC_SHUTDOWN_TIMEOUT",
+                                                            str(math.ceil(stop_within_s)))}
     command = [sys.executable, "-c", _TORCHRUN, "--standalone", f"--nproc_per_node={nproc}",
-               f"--shutdown-timeout={math.ceil(stop_within_s)}", "-m", "minigpt", *argv]
+               "-m", "minigpt", *argv]
     received: list[int] = []
     child: subprocess.Popen | None = None
 
